@@ -1,0 +1,28 @@
+"""Where Tradeoff Lab keeps its files: one home folder, overridable with $TLAB_HOME."""
+
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+APP_NAME = "tradeoff-lab"
+
+
+def tlab_home() -> Path:
+    """$TLAB_HOME if set, else the platform's user data folder; created on demand."""
+    env = os.environ.get("TLAB_HOME")
+    if env:
+        home = Path(env).expanduser()
+    else:
+        import platformdirs  # only needed without $TLAB_HOME
+
+        home = Path(platformdirs.user_data_dir(APP_NAME))
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def default_store_url() -> str:
+    """$TLAB_STORE_URL if set, else a SQLite file in the home folder."""
+    if os.environ.get("TLAB_STORE_URL"):
+        return os.environ["TLAB_STORE_URL"]
+    # Escape the characters a URL would misread ('#', '?', '%'); SQLAlchemy decodes them again.
+    return "sqlite:///" + quote(str(tlab_home() / "tlab.db"), safe="/\\: ")

@@ -1,0 +1,302 @@
+"""Fit the efficiency parameters to measured points: published ones shipped in assets/ and the
+user's own results store. A user who benchmarks on their GPU improves estimates for it.
+
+The fit is least squares on log(predicted / measured) with each parameter softly held to its
+spec-sheet prior (engine/perf/params.py), so parameters no point informs stay at the prior.
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from engine.perf import arch as arch_mod
+from engine.perf import catalog
+from engine.perf.formats import kv_bytes
+from engine.perf.model import Items, Shape, param_group, work_items
+from engine.perf.params import FREE, PRIORS, prior_params
+from engine.perf.paths import tlab_home
+
+POINT_COLUMNS = ["gpu_id", "model_id", "precision", "sparsity", "batch", "isl", "osl", "tp",
+                 "output_tokens_per_sec", "source", "provenance", "harness"]
+MODEL_VERSION = "roofline-v1"  # bump when work_items/seconds change, to invalidate cached fits
+
+# The plain uncalibrated roofline peer tools use: full bandwidth and peak, hard max, no overheads.
+PLAIN_ROOFLINE = {**{k: 1.0 for k in PRIORS}, "knee_p": 100.0, "layer_us": 0.0, "ar_us": 0.0,
+                  "dq_int4_awq": 1e9, "dq_w4a8_awq": 1e9, "dqs_int4_awq": 1e9, "dqs_w4a8_awq": 1e9,
+                  "s0_bf16": 0.0, "s0_8bit": 0.0, "s0_fp4": 0.0}
+PLAIN_ROOFLINE = {k: v for k, v in PLAIN_ROOFLINE.items() if not k.startswith("hs_")}
+
+
+def published_points() -> pd.DataFrame:
+    """Fixed-batch output-throughput rows of the shipped published measurements that can be estimated."""
+    from engine.reference import fixed_batch_throughput
+
+    f = fixed_batch_throughput()
+    f = f[f.estimable]
+    out = pd.DataFrame({
+        "gpu_id": f.gpu_id, "model_id": f.model_id, "precision": f.precision,
+        "sparsity": f.sparsity.fillna("none"), "batch": f.batch.astype(int), "isl": f.isl.astype(int),
+        "osl": f.osl.astype(int), "tp": f.tp.astype(int), "output_tokens_per_sec": f.output_tokens_per_sec,
+        "source": f.source_label, "provenance": "published",
+        "harness": np.where(f.engine_version.str.contains("trtllm-bench"), "trtllm-bench", "static")})
+    return out.reset_index(drop=True)
+
+
+GPU_NAME_PATTERNS = [  # (substring tests on an upper-cased device name, catalog id); first match wins
+    (("GH200",), "gh200"), (("GB200",), "gb200"), (("B200",), "b200"), (("H200",), "h200"),
+    (("H100", "PCIE"), "h100-pcie"), (("H100",), "h100-sxm"), (("A100", "PCIE"), "a100-pcie-80gb"),
+    (("A100",), "a100-sxm-80gb"), (("L40S",), "l40s"), (("A10G",), "a10g"), (("4090",), "rtx-4090"),
+    (("RTX PRO 6000",), "rtx-pro-6000-blackwell"), (("RTX 6000 ADA",), "rtx-6000-ada"), (("L4",), "l4"),
+]
+
+
+def gpu_id_from_name(name) -> str | None:
+    """Catalog id of a device name as nvidia-smi / torch report it ('NVIDIA H100 80GB HBM3' -> h100-sxm)."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    if name in catalog.gpus():
+        return name
+    up = name.upper()
+    if "A100" in up and "40GB" in up:
+        return None  # not in the catalog: its 40 GB would make the memory plan wrong
+    for needles, gid in GPU_NAME_PATTERNS:
+        if all(n in up for n in needles):
+            return gid
+    return None
+
+
+def _first(row: dict, *keys):
+    for k in keys:
+        v = row.get(k)
+        if v is not None and not (isinstance(v, float) and math.isnan(v)) and v != "":
+            return v
+    return None
+
+
+def store_points(frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Measured GPU speed results of the user's store as calibration points.
+
+    Accepts the store's `results_frame()` (or any frame with similar columns); with no frame it opens
+    the store itself and returns an empty frame when there is no store yet. Rows without a catalog
+    GPU, a batch, lengths or an output-throughput number are skipped: a CPU run says nothing about GPUs.
+    """
+    if frame is None:
+        try:
+            from engine.store import open_store  # written by the store owner; may not exist yet
+
+            frame = open_store().results_frame()
+        except Exception:  # no store, empty store or store API not there: nothing to learn from
+            return pd.DataFrame(columns=POINT_COLUMNS)
+    if frame is None or len(frame) == 0:
+        return pd.DataFrame(columns=POINT_COLUMNS)
+    rows = []
+    for r in frame.to_dict("records"):
+        if str(_first(r, "provenance") or "measured").split(":")[0].strip().lower() not in ("measured", ""):
+            continue
+        detail = r.get("provenance_detail")
+        if isinstance(detail, str):
+            try:
+                detail = json.loads(detail)
+            except json.JSONDecodeError:
+                detail = {"device": detail}
+        detail = detail if isinstance(detail, dict) else {}
+        gid = gpu_id_from_name(_first(r, "gpu_id", "gpu", "gpu_name", "device_name", "device")
+                               or _first(detail, "gpu_id", "gpu", "gpu_name", "device_name", "device"))
+        tput = _first(r, "output_tokens_per_sec", "output_tok_s", "throughput_tok_s")
+        batch, isl, osl = _first(r, "batch", "batch_size"), _first(r, "isl", "input_len"), \
+            _first(r, "osl", "output_len")
+        if gid is None or tput is None or batch is None or isl is None or osl is None:
+            continue
+        sp = _first(r, "sparsity") or "none"
+        rows.append(dict(gpu_id=gid, model_id=_first(r, "model_id", "model"),
+                         precision=_first(r, "precision") or "bf16",
+                         sparsity="none" if sp in ("none", "dense") else "2:4", batch=int(batch),
+                         isl=int(isl), osl=int(osl), tp=int(_first(r, "tp") or 1),
+                         output_tokens_per_sec=float(tput), source=f"your store ({gid})",
+                         provenance="measured", harness="trtllm-bench"))
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def shapes_of(points: pd.DataFrame) -> tuple[list[Shape], list[int]]:
+    """Shapes of the points that resolve (unknown models/GPUs are skipped); returns kept row positions."""
+    shapes, keep = [], []
+    for i, r in enumerate(points.to_dict("records")):
+        try:
+            a = arch_mod.resolve(r["model_id"])
+            g = catalog.gpu(r["gpu_id"])
+        except Exception:
+            continue
+        kvb = kv_bytes(r["precision"], "auto", g.peak("fp8") is not None)
+        shapes.append(Shape(a, g, r["precision"], int(r["tp"]), int(r["batch"]), int(r["isl"]),
+                            int(r["osl"]), kvb, r.get("sparsity", "none") not in ("none", None),
+                            r.get("harness") or "trtllm-bench"))
+        keep.append(i)
+    return shapes, keep
+
+
+def predict(points: pd.DataFrame, params: dict) -> np.ndarray:
+    """Predicted output tokens/s (total over TP) for each point; NaN where it does not resolve."""
+    shapes, keep = shapes_of(points)
+    out = np.full(len(points), np.nan)
+    if shapes:
+        items = Items([work_items(s) for s in shapes])
+        pre, dec = items.totals(params)
+        b = np.array([s.batch * s.osl for s in shapes], float)
+        out[keep] = b / (pre + dec)
+    return out
+
+
+@dataclass
+class Calibration:
+    params: dict
+    points: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=POINT_COLUMNS))
+
+    @property
+    def n(self) -> int:
+        return len(self.points)
+
+    def summary(self) -> str:
+        if self.n == 0:
+            return "spec sheet only: efficiencies are priors, no measured points"
+        by = self.points.provenance.value_counts().to_dict()
+        parts = [f"{v} {k}" for k, v in by.items()]
+        return (f"fit to {self.n} measured points from {self.points.source.nunique()} sources "
+                f"({', '.join(parts)}) on {', '.join(sorted(self.points.gpu_id.unique()))}")
+
+    def _errors(self, sel) -> np.ndarray:
+        p = self.points[sel]
+        return np.abs(p.predicted / p.output_tokens_per_sec - 1).to_numpy()
+
+    def band(self, gpu_id: str, precision: str) -> tuple[float, str]:
+        """(relative half-width of the uncertainty band, what the estimate was calibrated from)."""
+        if self.n == 0:
+            return 0.5, "spec sheet only (no measured points)"
+        on_gpu = self.points.gpu_id == gpu_id
+        grp = self.points.precision.map(param_group) == param_group(precision)
+        overall = float(np.percentile(self._errors(slice(None)), 90))
+        n_gpu, n_both = int(on_gpu.sum()), int((on_gpu & grp).sum())
+        if n_both >= 3:
+            e = float(np.percentile(self._errors(on_gpu & grp), 90))
+            return max(e, 0.05), f"{n_gpu} measured points on {gpu_id} ({n_both} in {precision})"
+        if n_gpu >= 3:
+            e = float(np.percentile(self._errors(on_gpu), 90))
+            return max(1.5 * e, 0.10), (f"{n_gpu} measured points on {gpu_id}, none in {precision}; "
+                                        f"{precision} efficiency from {int(grp.sum())} points on other GPUs")
+        return max(2 * overall, 0.25), (f"spec sheet only for {gpu_id}; efficiencies fit to {self.n} "
+                                        f"measured points on other GPUs")
+
+    def band_how(self, gpu_id: str, precision: str) -> str:
+        if self.n == 0:
+            return "no calibration data: +/-50% by convention"
+        on_gpu = self.points.gpu_id == gpu_id
+        grp = self.points.precision.map(param_group) == param_group(precision)
+        if int((on_gpu & grp).sum()) >= 3:
+            return "90th percentile of the fit's error on this GPU and precision (floor 5%)"
+        if int(on_gpu.sum()) >= 3:
+            return "1.5 x the 90th percentile of the fit's error on this GPU (floor 10%)"
+        return "2 x the fit's overall 90th-percentile error, since this GPU has no measurement (floor 25%)"
+
+
+def fit(points: pd.DataFrame, priors: dict = PRIORS) -> Calibration:
+    """Least-squares fit of the free parameters to `points` (columns POINT_COLUMNS)."""
+    from scipy.optimize import least_squares
+
+    points = points.reset_index(drop=True)
+    shapes, keep = shapes_of(points)
+    points = points.iloc[keep].reset_index(drop=True)
+    base = prior_params()
+    if not shapes:
+        return Calibration(base)
+    items = Items([work_items(s) for s in shapes])
+    measured = points.output_tokens_per_sec.to_numpy(float)
+    work = np.array([s.batch * s.osl for s in shapes], float)
+    free = [k for k in FREE if k in priors]
+    x0 = np.log([priors[k][0] for k in free])
+    lo = np.log([priors[k][2] for k in free])
+    hi = np.log([priors[k][3] for k in free])
+    sig = np.array([priors[k][1] for k in free])
+    x0 = np.clip(x0, lo + 1e-9, hi - 1e-9)
+
+    def unpack(x):
+        return {**base, **dict(zip(free, np.exp(x)))}
+
+    def residuals(x):
+        pre, dec = items.totals(unpack(x))
+        r_data = np.log(work / (pre + dec) / measured)
+        return np.concatenate([r_data, (x - x0) / sig])
+
+    # soft_l1: a source that is off for reasons outside the model (an old engine, a mislabeled table)
+    # pulls less than a squared error would let it.
+    res = least_squares(residuals, x0, bounds=(lo, hi), method="trf", loss="soft_l1", f_scale=0.15,
+                        max_nfev=500)
+    params = unpack(res.x)
+    pre, dec = items.totals(params)
+    points = points.assign(predicted=work / (pre + dec))
+    return Calibration(params, points)
+
+
+def _cache_key(points: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    h.update(MODEL_VERSION.encode())
+    h.update(repr(sorted(PRIORS.items())).encode())
+    h.update(points[POINT_COLUMNS].to_csv(index=False).encode())
+    return h.hexdigest()[:16]
+
+
+def fit_cached(points: pd.DataFrame) -> Calibration:
+    """`fit`, remembered on disk under $TLAB_HOME/cache keyed by the points and the model version."""
+    key = _cache_key(points)
+    path = tlab_home() / "cache" / f"perf_calibration_{key}.json"
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            return Calibration(saved["params"], pd.DataFrame(saved["points"]))
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache is refit
+    cal = fit(points)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"params": cal.params, "points": cal.points.to_dict("records")}))
+    except OSError:
+        pass  # read-only home: fit again next time
+    return cal
+
+
+@lru_cache(maxsize=4)
+def _default(store_key: str) -> Calibration:
+    pts = pd.concat([published_points(), _STORE_CACHE.get(store_key, store_points(None))], ignore_index=True)
+    return fit_cached(pts)
+
+
+_STORE_CACHE: dict = {}
+
+
+def default_calibration(store_frame: pd.DataFrame | None = None, include_store: bool = True) -> Calibration:
+    """Published points plus the user's measured store results (if any)."""
+    sp = store_points(store_frame) if include_store else pd.DataFrame(columns=POINT_COLUMNS)
+    key = hashlib.sha256(sp.to_csv(index=False).encode()).hexdigest()[:16]
+    _STORE_CACHE[key] = sp
+    return _default(key)
+
+
+def leave_one_source_out(points: pd.DataFrame) -> pd.DataFrame:
+    """Predict each source's points from a fit that never saw that source.
+
+    Rows of other sources that repeat one of the held-out rows exactly (the same table copied into a
+    blog) are also held out, so a duplicate cannot leak the answer.
+    """
+    points = points.reset_index(drop=True)
+    key_cols = ["gpu_id", "model_id", "precision", "batch", "isl", "osl", "tp", "output_tokens_per_sec"]
+    keys = points[key_cols].astype(str).agg("|".join, axis=1)
+    out = points.assign(predicted=np.nan)
+    for src in points.source.unique():
+        held = points.source == src
+        leak = keys.isin(set(keys[held]))
+        cal = fit(points[~(held | leak)])
+        out.loc[held, "predicted"] = predict(points[held], cal.params)
+    return out

@@ -1,0 +1,76 @@
+"""The GPU catalog (assets/gpus.csv): dense tensor peaks per format, memory, links, prices."""
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pandas as pd
+
+from engine.names import check_name
+from engine.perf.paths import asset
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class GPU:
+    id: str
+    name: str
+    generation: str
+    compute_capability: float
+    memory_gb: float  # decimal GB, as the datasheet states
+    bandwidth_tb_s: float
+    tflops: dict  # dense tensor peak per compute format: bf16, fp8, int8, int4, fp4 (absent = no kernels)
+    sparse_2_4: bool
+    interconnect: str
+    link_gb_s: float  # per direction, per GPU
+    max_tp: int
+    price_per_hour: float
+    source: str
+    price_source: str
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory_gb * 1e9
+
+    @property
+    def bandwidth(self) -> float:  # bytes/s
+        return self.bandwidth_tb_s * 1e12
+
+    def peak(self, fmt: str) -> float | None:
+        """Dense FLOP/s (or OP/s) for a compute format; None when the GPU has no such tensor cores."""
+        v = self.tflops.get(fmt)
+        return None if v is None else v * 1e12
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+@lru_cache(maxsize=1)
+def gpus() -> dict[str, GPU]:
+    df = pd.read_csv(asset("gpus.csv"))
+    out = {}
+    for r in df.to_dict("records"):
+        tf = {k: _num(r[f"{k}_{'tops' if k.startswith('int') else 'tflops'}"])
+              for k in ("bf16", "fp8", "int8", "int4", "fp4")}
+        out[r["id"]] = GPU(
+            id=r["id"], name=r["name"], generation=r["generation"],
+            compute_capability=float(r["compute_capability"]), memory_gb=float(r["memory_gb"]),
+            bandwidth_tb_s=float(r["bandwidth_tb_s"]),
+            tflops={k: v for k, v in tf.items() if v is not None},
+            sparse_2_4=str(r["sparse_2_4"]).lower() == "true", interconnect=r["interconnect"],
+            link_gb_s=float(r["link_gb_s_per_direction"]), max_tp=int(r["max_tp_domain"]),
+            price_per_hour=float(r["price_per_hour_usd"]), source=r["source"],
+            price_source=r["price_source"])
+    return out
+
+
+def gpu(gpu_id: str) -> GPU:
+    """Look up a catalog GPU; unknown ids raise UnknownNameError with close matches."""
+    return gpus()[check_name("GPU", gpu_id, gpus())]
+
+
+def gpu_frame() -> pd.DataFrame:
+    """The catalog as shipped (for display)."""
+    return pd.read_csv(asset("gpus.csv"))

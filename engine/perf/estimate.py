@@ -1,0 +1,188 @@
+"""One estimate: validate the query, plan memory, time prefill and decode with calibrated efficiencies."""
+
+from dataclasses import asdict, dataclass
+
+from engine import registry
+from engine.errors import TlabError, UnsupportedOnDevice
+from engine.perf import arch as arch_mod
+from engine.perf import catalog, memory
+from engine.perf.catalog import GIB
+from engine.perf.formats import COMPUTE_FORMAT, check_sparsity, kv_bytes
+from engine.perf.model import Items, Shape, work_items
+
+TP_CHOICES = (1, 2, 4, 8, 16, 32, 64, 72)
+
+
+class BadQuery(TlabError, ValueError):
+    """A batch, length or TP that cannot be estimated; the message says what is allowed."""
+
+
+@dataclass(frozen=True)
+class Query:
+    model: object  # HF id, config.json path, config dict or loaded model
+    gpu: str
+    precision: str
+    batch: int | str  # an integer or "max"
+    isl: int
+    osl: int
+    tp: int = 1
+    sparsity: str | None = None
+    kv_cache: str = "auto"
+
+
+def _positive_int(name: str, v) -> int:
+    try:
+        f = float(v)
+        i = int(f)
+    except (TypeError, ValueError):
+        raise BadQuery(f"{name} must be a positive whole number, got {v!r}.") from None
+    if i != f or i <= 0:
+        raise BadQuery(f"{name} must be a positive whole number, got {v!r}.")
+    return i
+
+
+@dataclass(frozen=True)
+class Resolved:
+    shape: Shape
+    plan: memory.MemoryPlan
+    max_batch: int
+    smallest_tp: int | None
+
+
+def resolve(q: Query) -> Resolved:
+    """Check every field of a query and return what the timing needs; raise TlabError otherwise."""
+    a = arch_mod.resolve(q.model)
+    g = catalog.gpu(q.gpu)
+    prec = registry.precision(q.precision)
+    why = registry.why_not_on_generation(prec, g.generation)
+    if why is None and g.peak(COMPUTE_FORMAT[prec.name]) is None:
+        why = f"the {g.name} datasheet lists no {COMPUTE_FORMAT[prec.name].upper()} tensor throughput."
+    if why:
+        raise UnsupportedOnDevice(f"{prec.label} cannot run on {g.name}: {why} "
+                                  f"Pick another precision or GPU.")
+    sparse = check_sparsity(prec.name, q.sparsity)
+    if sparse and not g.sparse_2_4:
+        raise UnsupportedOnDevice(f"{g.name} has no 2:4 sparse tensor cores.")
+    isl, osl, tp = _positive_int("isl", q.isl), _positive_int("osl", q.osl), _positive_int("tp", q.tp)
+    if tp not in TP_CHOICES or tp > g.max_tp:
+        raise BadQuery(f"tp {tp} is not possible on {g.id}: use one of "
+                       f"{', '.join(str(t) for t in TP_CHOICES if t <= g.max_tp)}.")
+    if a.heads % tp:
+        raise BadQuery(f"tp {tp} does not divide {a.name}'s {a.heads} attention heads.")
+    if a.max_context and isl + osl > a.max_context:
+        raise BadQuery(f"isl + osl = {isl + osl} is beyond {a.name}'s context of {a.max_context} tokens.")
+    kvb = kv_bytes(prec.name, q.kv_cache, g.peak("fp8") is not None)
+    mb = memory.max_batch(a, g, prec.name, sparse, tp, isl, osl, kvb)
+    if str(q.batch).lower() == "max":
+        batch = max(mb, 1)
+    else:
+        batch = _positive_int("batch", q.batch)
+    smallest = None
+    for t in TP_CHOICES:
+        if t <= g.max_tp and a.heads % t == 0 and memory.max_batch(a, g, prec.name, sparse, t, isl, osl,
+                                                                    kvb) >= min(batch, memory.MAX_BATCH):
+            smallest = t
+            break
+    shape = Shape(a, g, prec.name, tp, batch, isl, osl, kvb, sparse)
+    plan = memory.plan(a, g, prec.name, sparse, tp, batch, isl, osl, kvb)
+    return Resolved(shape, plan, mb, smallest)
+
+
+def time_shapes(shapes: list[Shape], params: dict):
+    items = Items([work_items(s) for s in shapes])
+    pre, dec = items.totals(params)
+    return items, pre, dec
+
+
+@dataclass
+class Estimate:
+    model: str
+    gpu: str
+    precision: str
+    sparsity: str
+    tp: int
+    batch: int
+    isl: int
+    osl: int
+    output_tokens_per_sec: float | None
+    output_tokens_per_sec_per_gpu: float | None
+    output_tokens_per_sec_low: float | None
+    output_tokens_per_sec_high: float | None
+    uncertainty_rel: float
+    ttft_ms: float | None
+    tpot_ms: float | None
+    request_latency_ms: float | None
+    fits_in_memory: bool
+    weights_gib: float
+    kv_cache_gib: float
+    activations_gib: float
+    reserve_gib: float
+    memory_total_gib: float
+    memory_capacity_gib: float
+    max_batch_that_fits: int
+    smallest_tp_that_fits: int | None
+    price_per_hour_usd: float
+    cost_per_million_output_tokens_usd: float | None
+    kv_cache_bytes_per_value: float
+    calibrated_from: str
+    provenance: str
+    provenance_detail: dict
+    breakdown_s: dict
+    message: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _r(x, n=3):
+    return None if x is None else round(float(x), n)
+
+
+def estimate(q: Query, calibration=None, price_per_hour: float | None = None) -> Estimate:
+    """Estimate one query. `calibration` defaults to the published + user-store fit (cached)."""
+    from engine.perf import calibrate  # scipy only when a fit is actually needed
+
+    cal = calibration or calibrate.default_calibration()
+    r = resolve(q)
+    s, plan = r.shape, r.plan
+    items, pre, dec = time_shapes([s], cal.params)
+    pre_s, dec_s = float(pre[0]), float(dec[0])
+    fits = plan.fits
+    price = s.gpu.price_per_hour if price_per_hour is None else float(price_per_hour)
+    band, basis = cal.band(s.gpu.id, s.precision)
+    msg = ""
+    if not fits:
+        if r.max_batch == 0:
+            where = (f"the smallest TP that fits is {r.smallest_tp}" if r.smallest_tp
+                     else f"no TP up to {s.gpu.max_tp} fits")
+            msg = (f"{s.arch.name} in {s.precision} does not fit on {s.tp} x {s.gpu.id} "
+                   f"({plan.total / GIB:.1f} GiB needed, {plan.capacity / GIB:.1f} GiB available); {where}.")
+        else:
+            msg = (f"batch {s.batch} does not fit on {s.tp} x {s.gpu.id} at ISL {s.isl} + OSL {s.osl}: "
+                   f"the largest batch that fits is {r.max_batch}"
+                   + (f"; TP {r.smallest_tp} fits batch {s.batch}." if r.smallest_tp else "."))
+    tput = s.batch * s.osl / (pre_s + dec_s) if fits else None
+    steps = s.osl - 1
+    return Estimate(
+        model=s.arch.name, gpu=s.gpu.id, precision=s.precision, sparsity="2:4" if s.sparse else "none",
+        tp=s.tp, batch=s.batch, isl=s.isl, osl=s.osl,
+        output_tokens_per_sec=_r(tput),
+        output_tokens_per_sec_per_gpu=_r(tput / s.tp if tput else None),
+        output_tokens_per_sec_low=_r(tput / (1 + band) if tput else None),
+        output_tokens_per_sec_high=_r(tput * (1 + band) if tput else None),
+        uncertainty_rel=round(band, 3),
+        ttft_ms=_r(pre_s * 1e3) if fits else None,
+        tpot_ms=_r(dec_s / steps * 1e3) if fits and steps > 0 else None,
+        request_latency_ms=_r((pre_s + dec_s) * 1e3) if fits else None,
+        fits_in_memory=fits, weights_gib=round(plan.weights / GIB, 3),
+        kv_cache_gib=round(plan.kv_cache / GIB, 3), activations_gib=round(plan.activations / GIB, 3),
+        reserve_gib=round(plan.reserve / GIB, 3), memory_total_gib=round(plan.total / GIB, 3),
+        memory_capacity_gib=round(plan.capacity / GIB, 3), max_batch_that_fits=r.max_batch,
+        smallest_tp_that_fits=r.smallest_tp, price_per_hour_usd=price,
+        cost_per_million_output_tokens_usd=_r(price * s.tp / 3600 / tput * 1e6, 4) if tput else None,
+        kv_cache_bytes_per_value=s.kv_bytes, calibrated_from=basis, provenance="estimated",
+        provenance_detail={"kind": "estimated", "method": "calibrated per-layer roofline (engine.perf)",
+                           "calibration": cal.summary(), "gpu_source": s.gpu.source,
+                           "architecture_source": s.arch.source[:300],
+                           "uncertainty": f"+/-{band:.0%} band: {cal.band_how(s.gpu.id, s.precision)}"},
+        breakdown_s={k: round(v, 6) for k, v in items.breakdown(cal.params).items()}, message=msg)

@@ -1,0 +1,81 @@
+"""Memory plan per GPU: weights, KV cache, activations, runtime reserve; fit and largest batch."""
+
+import math
+from dataclasses import dataclass
+
+from engine.perf.arch import Architecture
+from engine.perf.catalog import GIB, GPU
+from engine.perf.formats import HEAD_BYTES, SPARSE_WEIGHT_FACTOR, WEIGHT_BYTES
+
+MAX_NUM_TOKENS = 8192  # TensorRT-LLM's default max_num_tokens: prefill runs in chunks of this size
+RESERVE_FIXED = 1.5 * GIB  # CUDA context, cuBLAS/TensorRT workspaces
+RESERVE_FRACTION = 0.05  # allocator slack (TensorRT-LLM leaves 1 - kv_cache_free_gpu_mem_fraction free)
+MAX_BATCH = 4096  # largest batch the estimator proposes
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    weights: float
+    kv_cache: float
+    activations: float
+    reserve: float
+    capacity: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.kv_cache + self.activations + self.reserve
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.capacity
+
+    def gib(self) -> dict:
+        return {k: round(getattr(self, k) / GIB, 3)
+                for k in ("weights", "kv_cache", "activations", "reserve", "capacity", "total")}
+
+
+def weight_bytes(arch: Architecture, precision: str, sparse: bool, tp: int) -> float:
+    wb = WEIGHT_BYTES[precision]
+    if sparse:
+        wb *= SPARSE_WEIGHT_FACTOR[wb]
+    body = arch.layers * (arch.attn_params + arch.mlp_params) * wb
+    embed = arch.embed_params * HEAD_BYTES * (1 if arch.tied_embeddings else 2)
+    return (body + embed) / tp
+
+
+def kv_per_sequence_token(arch: Architecture, kv_bytes: float, tp: int) -> float:
+    kv_heads = math.ceil(arch.kv_heads / tp)
+    return 2 * arch.layers * kv_heads * arch.head_dim * kv_bytes
+
+
+def activation_bytes(arch: Architecture, batch: int, isl: int, tp: int) -> float:
+    """Peak transient memory: one prefill chunk's hidden states and MLP intermediates (16-bit),
+    plus FP32 logits of the batch."""
+    tokens = min(batch * isl, max(MAX_NUM_TOKENS, batch))
+    inter = arch.intermediate * (arch.experts_per_token if arch.is_moe else 1)
+    per_token = (4 * arch.hidden + 2 * inter / tp) * 2
+    return tokens * per_token + batch * arch.vocab / tp * 4
+
+
+def plan(arch: Architecture, gpu: GPU, precision: str, sparse: bool, tp: int, batch: int,
+         isl: int, osl: int, kv_bytes: float) -> MemoryPlan:
+    cap = gpu.memory_bytes
+    return MemoryPlan(
+        weights=weight_bytes(arch, precision, sparse, tp),
+        kv_cache=batch * (isl + osl) * kv_per_sequence_token(arch, kv_bytes, tp),
+        activations=activation_bytes(arch, batch, isl, tp),
+        reserve=RESERVE_FIXED + RESERVE_FRACTION * cap, capacity=cap)
+
+
+def max_batch(arch, gpu, precision, sparse, tp, isl, osl, kv_bytes) -> int:
+    """Largest batch whose plan fits (0 if not even batch 1 fits)."""
+    fits = lambda b: plan(arch, gpu, precision, sparse, tp, b, isl, osl, kv_bytes).fits  # noqa: E731
+    if not fits(1):
+        return 0
+    lo, hi = 1, MAX_BATCH
+    if fits(hi):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo

@@ -1,0 +1,49 @@
+"""Efficiency parameters of the roofline: spec-sheet priors, their spread, and bounds.
+
+Priors start from aiconfigurator's utilization levels (peer_tools.md section 10: bf16 0.70,
+fp8 0.45, w4a16 0.45, w4a8 0.35, nvfp4 0.30; memory 0.8, a few microseconds per op). The fit moves
+them only as far as measured points demand (each prior is a soft constraint in log space).
+"""
+
+# name: (prior value, sigma of log(value), lower bound, upper bound)
+PRIORS: dict[str, tuple[float, float, float, float]] = {
+    # achieved fraction of memory bandwidth when streaming weights, per weight format
+    "m_w16": (0.80, 0.3, 0.1, 1.0), "m_fp8": (0.80, 0.3, 0.1, 1.0), "m_int8_sq": (0.80, 0.3, 0.1, 1.0),
+    "m_int4_awq": (0.70, 0.3, 0.05, 1.0), "m_w4a8_awq": (0.70, 0.3, 0.05, 1.0),
+    "m_nvfp4": (0.70, 0.3, 0.05, 1.0),
+    # achieved fraction of the format's dense tensor peak in large GEMMs
+    "c_w16": (0.70, 0.3, 0.1, 1.0), "c_fp8": (0.45, 0.4, 0.1, 1.0), "c_int8_sq": (0.45, 0.4, 0.1, 1.0),
+    "c_int4_awq": (0.45, 0.4, 0.05, 1.0), "c_w4a8_awq": (0.35, 0.4, 0.05, 1.0),
+    "c_nvfp4": (0.30, 0.4, 0.05, 1.0),
+    # dequantization rate of 4-bit weights, relative to peak/128 element per second: in the mixed-input
+    # GEMM (dq_*) and in the batched GEMV used for a few rows (dqs_*)
+    "dq_int4_awq": (1.0, 1.5, 0.01, 20.0), "dq_w4a8_awq": (1.0, 1.5, 0.01, 20.0),
+    # the batched GEMV is memory-bound: its dequantization mostly hides under the weight loads
+    "dqs_int4_awq": (50.0, 1.5, 0.1, 1000.0), "dqs_w4a8_awq": (50.0, 1.5, 0.1, 1000.0),
+    "gemv_m": (4.0, 0.5, 1.0, 32.0),  # rows up to which the batched GEMV handles weight-only GEMMs
+    # GEMM size (weights per layer per GPU, millions) at which compute efficiency is half its asymptote
+    "s0_bf16": (30.0, 1.0, 0.1, 2000.0), "s0_8bit": (30.0, 1.0, 0.1, 2000.0),
+    "s0_fp4": (30.0, 1.0, 0.1, 2000.0),
+    "kv_mem": (0.70, 0.3, 0.1, 1.0),  # attention: fraction of bandwidth reading the KV cache
+    "attn_c": (0.50, 0.4, 0.05, 1.0),  # prefill attention: fraction of BF16 peak
+    "layer_us": (20.0, 1.0, 1.0, 300.0),  # fixed cost per layer per forward pass (launches, norms, sync)
+    "knee_p": (2.0, 0.5, 1.0, 8.0),  # p of the soft max between memory and compute time
+    "link_eff": (0.70, 0.3, 0.1, 1.0),  # all-reduce fraction of per-direction link bandwidth
+    "ar_us": (10.0, 0.7, 1.0, 200.0),  # all-reduce latency
+    # generation-wide multipliers on all efficiencies (Hopper is the reference)
+    "gen_ampere": (1.0, 0.25, 0.4, 2.0), "gen_ada": (1.0, 0.25, 0.4, 2.0),
+    "gen_blackwell": (1.0, 0.25, 0.4, 2.0), "gen_hopper": (1.0, 0.0, 1.0, 1.0),
+}
+
+# Static-batching harness (gptSessionBenchmark, TensorRT-LLM <= 0.9 documents) vs trtllm-bench: the
+# older documents time the engine alone, so their per-layer overhead and kernel efficiencies differ.
+# Each adjustment multiplies the parameter for static-harness points only; estimates use trtllm-bench.
+for _name in ("layer_us", "c_w16", "c_fp8", "m_w16", "m_fp8", "s0_bf16", "s0_8bit", "kv_mem", "attn_c",
+              "knee_p", "link_eff", "ar_us"):
+    PRIORS[f"hs_{_name}"] = (1.0, 0.5, 0.05, 20.0)
+
+FREE = [k for k, v in PRIORS.items() if v[1] > 0]
+
+
+def prior_params() -> dict:
+    return {k: v[0] for k, v in PRIORS.items()}

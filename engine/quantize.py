@@ -1,0 +1,102 @@
+"""Apply a recipe to a model with NVIDIA Model Optimizer: 2:4 sparsity first, then PTQ calibration.
+
+One verb (torchao style): `apply_recipe(model, recipe, calib)`. The model is changed in place;
+the caller passes a fresh copy so recipes never leak into each other.
+"""
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from engine import registry
+from engine.errors import UnsupportedOnDevice
+from engine.spec import Recipe
+
+Progress = Callable[[float, str], None]
+
+
+def check_runnable(recipe: Recipe, device: str) -> None:
+    """Raise UnsupportedOnDevice before any work if this device cannot calibrate the recipe."""
+    prec = registry.precision(recipe.precision)
+    if prec.cuda_only_calibration and not device.startswith("cuda"):
+        raise UnsupportedOnDevice(
+            f"{prec.label} calibration needs an NVIDIA GPU: modelopt's dynamic FP4 block quantizer runs "
+            f"only on CUDA, and this run is on {device}. Pick another precision here, or run on a GPU "
+            "machine (serving NVFP4 also needs a Blackwell GPU). The GPU Selector page estimates its speed.")
+
+
+def modelopt_config(recipe: Recipe) -> dict | None:
+    """The modelopt quantization config for a recipe (None for an unquantized precision)."""
+    import modelopt.torch.quantization as mtq
+
+    prec = registry.precision(recipe.precision)
+    if prec.modelopt_cfg is None:
+        cfg = None
+    else:
+        cfg = copy.deepcopy(getattr(mtq, prec.modelopt_cfg))
+    if recipe.kv_cache == "fp8":
+        kv = copy.deepcopy(mtq.FP8_KV_CFG)["quant_cfg"]
+        if cfg is None:  # KV cache only: start from everything disabled
+            cfg = {"quant_cfg": [{"quantizer_name": "*", "enable": False}], "algorithm": "max"}
+        cfg = mtq.update_quant_cfg_with_kv_cache_quant(cfg, kv)
+    return cfg
+
+
+def apply_recipe(model: Any, recipe: Recipe, calib: list, progress: Progress | None = None) -> Any:
+    """Sparsify (if asked) then quantize `model` in place with calibration batches `calib`."""
+    import torch
+
+    progress = progress or (lambda f, s: None)
+    device = next(model.parameters()).device
+    batches = [b.to(device) for b in calib]
+
+    def forward_loop(m):
+        with torch.no_grad():
+            for i, b in enumerate(batches):
+                m(b)
+                progress((i + 1) / len(batches), f"calibrating {recipe.label}")
+
+    sparse = registry.sparsity(recipe.sparsity)
+    if sparse.modelopt_mode:
+        import modelopt.torch.sparsity as mts
+
+        progress(0.0, f"pruning 2:4 ({sparse.label})")
+        config = {"data_loader": batches, "collect_func": lambda x: x} if sparse.needs_data else None
+        if sparse.needs_data:
+            config["device"] = str(device)  # SparseGPT's Hessian device; defaults to cuda
+        with torch.no_grad() if not sparse.needs_data else _nullcontext():
+            model = mts.sparsify(model, sparse.modelopt_mode, config=config)
+        model = mts.export(model)  # bake the masks into the weights before quantizing (as hf_ptq does)
+
+    cfg = modelopt_config(recipe)
+    if cfg is not None:
+        import modelopt.torch.quantization as mtq
+
+        model = mtq.quantize(model, cfg, forward_loop)
+    elif recipe.precision == "fp16":
+        _round_weights(model, torch.float16)
+    return model
+
+
+def _round_weights(model: Any, dtype: Any) -> None:
+    """Store weights at `dtype` precision while computing in the model's dtype (CPU lacks fast fp16)."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).to(p.dtype))
+
+
+def round_to_bf16(model: Any) -> None:
+    """The sweep's reference: bfloat16 weights, as a deployed BF16 checkpoint would hold them."""
+    import torch
+
+    _round_weights(model, torch.bfloat16)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False

@@ -1,0 +1,137 @@
+"""Time a fixed-length greedy generation: prefill, then exactly `output_len` tokens (no EOS stop).
+
+One run = prefill of [batch, input_len] prompt tokens, then output_len - 1 single-token decode
+steps with a KV cache. Timings use perf_counter around the device work (CUDA is synchronized).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def prompt_ids(vocab_size: int, batch: int, input_len: int, seed: int, device) -> torch.Tensor:
+    """Seeded random prompt tokens: speed does not depend on the text, only on the shapes."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (batch, input_len), generator=gen).to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> bool:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM)
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _step(model, ids, cache):
+    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+
+
+@torch.inference_mode()
+def timed_generation(model, ids: torch.Tensor, output_len: int) -> tuple[dict[str, float], torch.Tensor]:
+    """One run: metrics of this run and the generated tokens [batch, output_len]."""
+    from transformers import DynamicCache
+
+    device = ids.device
+    batch = ids.shape[0]
+    cache = DynamicCache(config=model.config)
+    peak_known = _reset_peak(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    _sync(device)
+    t_prefill = time.perf_counter()
+    token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+    _sync(device)
+    t_first = time.perf_counter()
+    tokens = [token]
+    for _ in range(output_len - 1):
+        token = _step(model, token, cache)
+        tokens.append(token)
+    _sync(device)
+    t_end = time.perf_counter()
+    decode_s = t_end - t_first
+    steps = output_len - 1
+    metrics = {
+        "prefill_ms": (t_prefill - t0) * 1e3,
+        "ttft_ms": (t_first - t0) * 1e3,
+        "request_latency_ms": (t_end - t0) * 1e3,
+        "output_tokens_per_sec": batch * output_len / (t_end - t0),
+    }
+    if steps > 0:
+        metrics["tpot_ms"] = decode_s / steps * 1e3
+        metrics["decode_tokens_per_sec"] = batch * steps / decode_s
+    peak = _peak_mb(device) if peak_known else None
+    if peak is not None:
+        metrics["peak_memory_mb"] = peak
+    return metrics, torch.cat(tokens, dim=1)
+
+
+def run_repeated(model, ids: torch.Tensor, output_len: int, warmup: int, repeats: int,
+                 on_run=None) -> tuple[list[dict[str, float]], torch.Tensor]:
+    """`warmup` untimed runs, then `repeats` timed runs; all must generate the same tokens."""
+    first = None
+    for _ in range(warmup):
+        _, first = timed_generation(model, ids, output_len)
+    runs: list[dict[str, float]] = []
+    for i in range(repeats):
+        metrics, toks = timed_generation(model, ids, output_len)
+        if first is None:
+            first = toks
+        runs.append(metrics)
+        if on_run:
+            on_run(i + 1, metrics)
+    return runs, first
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def device_info(device: torch.device) -> dict[str, Any]:
+    """The `device` entry of a measurement's provenance."""
+    if device.type == "cuda":
+        from engine.runtimes.base import probe_nvidia_gpu
+
+        return {"kind": "cuda", **(probe_nvidia_gpu(device.index or 0) or {"name": torch.cuda.get_device_name(device)})}
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"kind": "cpu", "name": cpu_name(), "cores": cores, "threads": torch.get_num_threads(),
+            "isa": torch.backends.cpu.get_cpu_capability()}

@@ -1,0 +1,160 @@
+"""Turn a modelopt-calibrated model into one whose linear layers run real low-precision kernels.
+
+`deploy(calibrated, precision, device)` builds a clean copy of the architecture (no modelopt
+wrappers, no fake quantizers), loads the calibrated weights into it, and swaps every quantized
+linear layer for a kernel layer from `torch_kernels` holding modelopt's own integer weights,
+scales and SmoothQuant/AWQ pre-quant scales. Nothing is re-quantized from scratch.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine import registry
+from engine.errors import UnsupportedOnDevice
+from engine.runtimes import torch_kernels as kernels
+from engine.runtimes import torch_weights as tw
+
+# (precision, device type) pairs this runtime deploys; everything else gets a reason in
+# torch_runtime.availability.
+DEPLOYABLE = {
+    ("bf16", "cpu"), ("fp16", "cpu"), ("int8_sq", "cpu"), ("int4_awq", "cpu"),
+    ("bf16", "cuda"), ("fp16", "cuda"), ("fp8", "cuda"), ("int4_awq", "cuda"),
+}
+
+
+def baseline_dtype(precision: str, device: str) -> torch.dtype:
+    """The compute dtype of the unquantized parts. CPUs run the baseline in float32 (no fast fp16
+    matmuls; bf16 is slower than fp32 at decode batch sizes on most CPUs); GPUs in bf16/fp16."""
+    if torch.device(device).type == "cpu":
+        return torch.float32
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
+def _is_quant_linear(module: nn.Module) -> bool:
+    return hasattr(module, "weight_quantizer") and hasattr(module, "input_quantizer") \
+        and isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() == 2
+
+
+def _needs_kernel(module: nn.Module) -> bool:
+    return module.weight_quantizer.is_enabled or module.input_quantizer.is_enabled \
+        or tw.pre_quant_scale(module) is not None
+
+
+def _check_no_other_quantizers(model: nn.Module, handled: set[str]) -> None:
+    """Refuse models quantized in ways this runtime would silently drop (e.g. an FP8 KV cache)."""
+    for name, module in model.named_modules():
+        if type(module).__name__.endswith("TensorQuantizer") and getattr(module, "is_enabled", False):
+            owner = name.rsplit(".", 1)[0] if "." in name else ""
+            leaf = name.rsplit(".", 1)[-1]
+            if owner in handled and leaf in ("weight_quantizer", "input_quantizer"):
+                continue
+            raise UnsupportedOnDevice(
+                f"'{name}' is an enabled quantizer the PyTorch runtime cannot deploy (it runs weight "
+                "and activation quantization of linear layers only, not KV-cache or output "
+                "quantization). Benchmark this recipe with TensorRT-LLM or see the estimate.")
+
+
+def _fresh_copy(model: nn.Module) -> nn.Module:
+    """Same architecture and weights, plain torch/transformers modules only."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        raise UnsupportedOnDevice("The PyTorch runtime deploys Hugging Face models (with a .config).")
+    fresh = type(model)(copy.deepcopy(cfg))
+    state = {k: v for k, v in model.state_dict().items() if "quantizer" not in k}
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("rotary_emb.inv_freq")]
+    if missing or unexpected:
+        raise UnsupportedOnDevice(f"Could not rebuild the model without modelopt wrappers "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]}).")
+    if getattr(cfg, "tie_word_embeddings", False) and hasattr(fresh, "tie_weights"):
+        fresh.tie_weights()
+    return fresh.eval()
+
+
+def _kernel_layer(module: nn.Module, name: str, precision: str, device: torch.device,
+                  int8_activations: str) -> nn.Module:
+    bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
+    pqs = tw.pre_quant_scale(module)
+    if precision == "int8_sq":
+        weights = tw.int_weights(module)
+        tw.check_matches_modelopt(module, weights, name)
+        return kernels.Int8Linear(weights, bias, pqs, tw.static_input_amax(module), int8_activations)
+    if precision == "int4_awq":
+        if module.input_quantizer.is_enabled:
+            raise UnsupportedOnDevice(f"'{name}' quantizes its activations; INT4 AWQ is weight-only.")
+        weights = tw.int_weights(module)
+        tw.check_matches_modelopt(module, weights, name)
+        return kernels.Int4Linear(weights, bias, pqs, device)
+    if precision == "fp8":
+        wq, iq = module.weight_quantizer, module.input_quantizer
+        if wq.amax is None or wq.amax.numel() != 1 or iq.amax is None or iq.amax.numel() != 1:
+            raise UnsupportedOnDevice(f"'{name}': FP8 deployment needs per-tensor weight and input amax.")
+        return kernels.Fp8Linear(module.weight.detach(), bias, float(wq.amax), float(iq.amax), pqs, device)
+    raise UnsupportedOnDevice(f"'{name}' is quantized but {precision} has no PyTorch kernel here.")
+
+
+def deploy(calibrated: nn.Module, precision: str, device: str = "cpu",
+           int8_activations: str = "static") -> nn.Module:
+    """A copy of `calibrated` whose quantized linear layers run real kernels on `device`.
+
+    precision: a registry name. Baselines (bf16/fp16) return the unquantized model in the
+    device's baseline dtype (float32 on CPU). int8_activations: "static" uses the calibrated
+    per-tensor activation scale (what modelopt simulated; TensorRT-LLM's W8A8_SQ_PER_CHANNEL),
+    "dynamic" computes a per-tensor scale from each activation at run time.
+    """
+    prec = registry.precision(precision)
+    dev = torch.device(device)
+    if (prec.name, dev.type) not in DEPLOYABLE:
+        raise UnsupportedOnDevice(f"The PyTorch runtime has no {prec.label} kernels on {dev.type}.")
+    handled: set[str] = set()
+    layers: dict[str, nn.Module] = {}
+    with torch.no_grad():
+        for name, module in calibrated.named_modules():
+            if not _is_quant_linear(module):
+                continue
+            handled.add(name)
+            if _needs_kernel(module):
+                if prec.modelopt_cfg is None:
+                    raise UnsupportedOnDevice(
+                        f"'{name}' is quantized but the recipe says {prec.label}; pass the matching precision.")
+                layers[name] = _kernel_layer(module, name, prec.name, dev, int8_activations)
+        if prec.modelopt_cfg is not None and not layers:
+            raise UnsupportedOnDevice(f"The model has no calibrated quantized layers for {prec.label}; "
+                                      "calibrate it first (engine.quantize.apply_recipe).")
+        _check_no_other_quantizers(calibrated, handled)
+        fresh = _fresh_copy(calibrated)
+        fresh.to(device=dev, dtype=baseline_dtype(prec.name, device))
+        for name, layer in layers.items():
+            fresh.set_submodule(name, layer.to(dev) if dev.type == "cuda" else layer)
+    fresh.deployed_precision = prec.name  # read by the benchmark's provenance
+    return fresh
+
+
+def deployed_weight_bytes(model: nn.Module) -> int:
+    """Bytes of weights the deployed model reads: packed kernel weights plus every other parameter."""
+    total = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        if hasattr(module, "weight_bytes") and callable(module.weight_bytes):
+            total += module.weight_bytes()
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel() * p.element_size()
+    return total
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """Which kernel each layer kind runs, for the provenance of a measurement."""
+    kinds: dict[str, int] = {}
+    for module in model.modules():
+        if isinstance(module, (kernels.Int8Linear, kernels.Int4Linear, kernels.Fp8Linear)):
+            kinds[module.extra_repr().split(", ", 2)[-1]] = kinds.get(module.extra_repr().split(", ", 2)[-1], 0) + 1
+        elif type(module) is nn.Linear:
+            kinds[f"nn.Linear {next(module.parameters()).dtype}"] = kinds.get(f"nn.Linear {next(module.parameters()).dtype}", 0) + 1
+    return kinds

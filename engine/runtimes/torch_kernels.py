@@ -1,0 +1,223 @@
+"""Linear layers that run real low-precision kernels shipped with PyTorch.
+
+CPU
+- `Int8Linear`: W8A8 through fbgemm (`quantized::linear_with_input_q_dq_qweight_dq_output_fp32`
+  for the calibrated static activation scale, `quantized::linear_dynamic` for dynamic per-tensor
+  activation scales). The symmetric INT8 activation range [-128, 127] of modelopt becomes fbgemm's
+  uint8 with zero point 128: the same 256 values, so the integer products are identical.
+- `Int4Linear` (CPU): weight-only INT4 through `aten::_weight_int4pack_mm_for_cpu` (bf16 activations).
+CUDA
+- `Int4Linear` (CUDA): `aten::_weight_int4pack_mm` (tinygemm, sm80+, bf16).
+- `Fp8Linear`: `torch._scaled_mm` with per-tensor scales (sm89+).
+
+Every layer multiplies the activation by modelopt's pre_quant_scale (SmoothQuant / AWQ) first,
+exactly as the calibrated (simulated) model does.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from engine.errors import UnsupportedOnDevice
+from engine.runtimes.torch_weights import IntWeights
+
+INT4_KERNEL_GROUPS = (256, 128, 64, 32)  # group sizes the int4pack kernels accept
+
+
+def _pqs_buffer(module: nn.Module, pqs: torch.Tensor | None, dtype: torch.dtype) -> None:
+    module.register_buffer("pre_quant_scale", None if pqs is None else pqs.to(dtype).contiguous())
+
+
+def _quiet_quantized_tensor(*args):
+    """fbgemm's packed weights are built from a per-channel quantized tensor; torch warns that this
+    tensor type is deprecated, which says nothing about the kernel we run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch._make_per_channel_quantized_tensor(*args)
+
+
+class Int8Linear(nn.Module):
+    """INT8 weights (per output channel) x INT8 activations on CPU (fbgemm), float32 in and out."""
+
+    def __init__(self, weights: IntWeights, bias: torch.Tensor | None, pqs: torch.Tensor | None,
+                 input_amax: float | None, activations: str = "static"):
+        super().__init__()
+        if weights.bits != 8 or weights.block is not None:
+            raise UnsupportedOnDevice("Int8Linear needs per-channel INT8 weights.")
+        if activations not in ("static", "dynamic"):
+            raise ValueError(f"activations must be 'static' or 'dynamic', got {activations!r}")
+        if activations == "static" and input_amax is None:
+            raise UnsupportedOnDevice("Static INT8 activations need the calibrated input amax "
+                                      "(an INT8 SmoothQuant recipe); use activations='dynamic'.")
+        self.out_features, self.in_features = weights.q.shape
+        self.activations = activations
+        # fbgemm's activation scale: x is quantized as round(x / x_scale) + 128, modelopt's as
+        # round(x * 127 / amax); both give the same integers (up to float rounding at exact ties).
+        self.x_scale = float(input_amax) / 127.0 if input_amax else 0.0
+        if activations == "static" and self.x_scale == 0.0:
+            raise UnsupportedOnDevice("The calibrated activation amax is zero; recalibrate with more data.")
+        qw = _quiet_quantized_tensor(
+            weights.q.cpu().contiguous(), weights.dequant_scale.double().cpu(),
+            torch.zeros(self.out_features, dtype=torch.long), 0)
+        b = None if bias is None else bias.detach().float().cpu().contiguous()
+        self._packed = torch.ops.quantized.linear_prepack(qw, b)
+        _pqs_buffer(self, pqs, torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if self.pre_quant_scale is not None:
+            x2 = x2 * self.pre_quant_scale
+        x2 = x2.float().contiguous()
+        if self.activations == "static":
+            y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+                x2, self.x_scale, 128, self._packed)
+        else:
+            y = torch.ops.quantized.linear_dynamic(x2, self._packed, False)
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, W8A8 ({self.activations} activations), fbgemm"
+
+    def weight_bytes(self) -> int:
+        return self.out_features * self.in_features + 8 * self.out_features
+
+
+def int8_probe_exact() -> str | None:
+    """None when fbgemm's INT8 kernel computes extreme products exactly on this CPU, else why not.
+
+    Without AVX512-VNNI, fbgemm multiplies uint8 x int8 pairs into saturating 16-bit sums, which
+    corrupts full-range activations such as modelopt's; this probe catches that before we time it.
+    """
+    k, n = 64, 8
+    q = torch.full((n, k), 127, dtype=torch.int8)
+    q[1::2] = -128
+    w = IntWeights(q, torch.ones(n), 8, None)
+    layer = Int8Linear(w, None, None, input_amax=127.0, activations="static")
+    x = torch.full((2, k), 127.0)
+    x[1] = -128.0
+    got = layer(x)
+    want = x @ q.float().t()
+    if not torch.equal(got, want):
+        return ("fbgemm's INT8 kernel saturates on this CPU (no AVX512-VNNI): full-range INT8 "
+                "activations would be computed wrongly, so INT8 is not measured here.")
+    return None
+
+
+def int4_kernel_group(k: int, block: int) -> int | None:
+    """Largest kernel group size that divides both K and modelopt's block: every kernel group then
+    lies inside one modelopt block and reuses its scale, reproducing the calibration exactly."""
+    for g in INT4_KERNEL_GROUPS:
+        if k % g == 0 and block % g == 0:
+            return g
+    return None
+
+
+def _int4_scales_and_zeros(weights: IntWeights, group: int, dtype: torch.dtype) -> torch.Tensor:
+    """[K / group, N, 2] (scale, zero) for w = (u - 8) * scale + zero with u = q + 8 (zero = 0)."""
+    n, k = weights.q.shape
+    per_block = weights.dequant_scale  # [N, n_blocks]
+    block_of_group = torch.arange(k // group) * group // weights.block
+    scales = per_block[:, block_of_group].t()  # [K / group, N]
+    return torch.stack([scales, torch.zeros_like(scales)], dim=-1).to(dtype).contiguous()
+
+
+class Int4Linear(nn.Module):
+    """INT4 weight-only (AWQ) with bf16 activations: the int4pack kernels of PyTorch (CPU or CUDA).
+
+    The kernel keeps scales in bf16 (modelopt keeps them in float32), a relative rounding of at
+    most 2^-9 per scale; the 4-bit integers themselves are modelopt's.
+    """
+
+    def __init__(self, weights: IntWeights, bias: torch.Tensor | None, pqs: torch.Tensor | None,
+                 device: torch.device | str = "cpu"):
+        super().__init__()
+        device = torch.device(device)
+        if weights.bits != 4 or weights.block is None:
+            raise UnsupportedOnDevice("Int4Linear needs INT4 weights quantized in blocks.")
+        n, k = weights.q.shape
+        group = int4_kernel_group(k, weights.block)
+        if group is None:
+            raise UnsupportedOnDevice(
+                f"No INT4 kernel group size ({INT4_KERNEL_GROUPS}) divides both the input size {k} and "
+                f"modelopt's block {weights.block}, so the calibrated INT4 weights cannot run on this kernel.")
+        self.in_features, self.out_features, self.group = k, n, group
+        self.block = weights.block
+        u = (weights.q.to(torch.int32) + 8).contiguous()  # [-8, 7] -> [0, 15]
+        self.cuda_kernel = device.type == "cuda"
+        if self.cuda_kernel:
+            inner = next((t for t in (8, 4, 2) if k % (t * 16) == 0), None)
+            if inner is None or n % 8:
+                raise UnsupportedOnDevice(f"The CUDA INT4 kernel needs K divisible by 32 and N by 8 (got {k}, {n}).")
+            packed_bytes = ((u[:, ::2] << 4) | u[:, 1::2]).to(torch.uint8).to(device)
+            packed = torch.ops.aten._convert_weight_to_int4pack(packed_bytes, inner)
+        else:
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(u, 1)
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales_and_zeros", _int4_scales_and_zeros(weights, group, torch.bfloat16).to(device))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(device, torch.bfloat16))
+        _pqs_buffer(self, None if pqs is None else pqs.to(device), torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if self.pre_quant_scale is not None:
+            x2 = x2 * self.pre_quant_scale  # in float32, as the calibrated model does
+        x2 = x2.to(torch.bfloat16).contiguous()
+        if self.cuda_kernel:
+            y = torch.ops.aten._weight_int4pack_mm(x2, self.packed, self.group, self.scales_and_zeros)
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.packed, self.group, self.scales_and_zeros)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        kernel = "_weight_int4pack_mm" if self.cuda_kernel else "_weight_int4pack_mm_for_cpu"
+        return (f"in={self.in_features}, out={self.out_features}, INT4 weight-only, modelopt block "
+                f"{self.block} as kernel group {self.group}, {kernel}")
+
+    def weight_bytes(self) -> int:
+        return self.out_features * self.in_features // 2 + self.scales_and_zeros.numel() * 2
+
+
+class Fp8Linear(nn.Module):
+    """FP8 E4M3 weights and activations with per-tensor scales through torch._scaled_mm (CUDA sm89+).
+
+    Mirrors modelopt's `scaled_e4m3`: x8 = fp8(x * 448 / amax), dequantized by amax / 448.
+    """
+
+    FP8_MAX = 448.0
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, weight_amax: float,
+                 input_amax: float, pqs: torch.Tensor | None, device, out_dtype=torch.bfloat16):
+        super().__init__()
+        n, k = weight.shape
+        if k % 16 or n % 16:
+            raise UnsupportedOnDevice(f"torch._scaled_mm needs both dimensions divisible by 16 (got {k}, {n}).")
+        self.in_features, self.out_features, self.out_dtype = k, n, out_dtype
+        w_scale = self.FP8_MAX / float(weight_amax)
+        w8 = (weight.detach().float() * w_scale).clamp(-self.FP8_MAX, self.FP8_MAX).to(torch.float8_e4m3fn)
+        # _scaled_mm wants the second operand column-major: keep [N, K] row-major and pass its .t().
+        self.register_buffer("weight_fp8", w8.to(device).contiguous())
+        self.register_buffer("w_descale", torch.tensor(1.0 / w_scale, device=device))
+        self.register_buffer("x_scale", torch.tensor(self.FP8_MAX / float(input_amax), device=device))
+        self.register_buffer("x_descale", torch.tensor(float(input_amax) / self.FP8_MAX, device=device))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(device, out_dtype))
+        _pqs_buffer(self, None if pqs is None else pqs.to(device), torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features).float()
+        if self.pre_quant_scale is not None:
+            x2 = x2 * self.pre_quant_scale
+        x8 = (x2 * self.x_scale).clamp(-self.FP8_MAX, self.FP8_MAX).to(torch.float8_e4m3fn)
+        y = torch._scaled_mm(x8, self.weight_fp8.t(), scale_a=self.x_descale, scale_b=self.w_descale,
+                             bias=self.bias, out_dtype=self.out_dtype)
+        return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def weight_bytes(self) -> int:
+        return self.out_features * self.in_features

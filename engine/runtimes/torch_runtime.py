@@ -1,0 +1,189 @@
+"""The PyTorch runtime: deploy the calibrated weights to real low-precision kernels and time them.
+
+CPU: FP32 baseline (CPUs have no fast bf16/fp16 decode path, so the baseline computes in
+float32; the recipe name bf16/fp16 only decides how weights were rounded), INT8 SmoothQuant
+(W8A8, fbgemm) and INT4 AWQ weight-only (PyTorch's int4pack kernel). FP8, W4A8 and NVFP4 have
+no fast CPU kernels: they are reported as not measurable here, never timed as simulated
+(fake-quantized) modules.
+CUDA: BF16/FP16 baseline, FP8 (torch._scaled_mm, sm89+) and INT4 AWQ (tinygemm, sm80+).
+
+`TorchRuntime().benchmark(model, recipe, workload)` takes the calibrated model (an nn.Module or
+a loaded-model handle with `.model`), deploys it, and returns one Measurement per batch size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import registry
+from engine.errors import UnsupportedOnDevice
+from engine.runtimes.base import Availability, Measurement, Progress, summarize_runs
+
+NOT_ON_CPU = {
+    "fp8": "no fast FP8 kernels on CPU",
+    "w4a8_awq": "no fast W4A8 (INT4 weights x FP8 activations) kernels on CPU",
+    "nvfp4": "no FP4 kernels on CPU (NVFP4 needs a Blackwell GPU)",
+}
+NOT_ON_CUDA = {
+    "int8_sq": "PyTorch's INT8 GEMM (torch._int_mm) has no small-batch decode path; TensorRT-LLM runs INT8 SmoothQuant",
+    "w4a8_awq": "PyTorch has no W4A8 kernel; TensorRT-LLM runs W4A8 AWQ",
+    "nvfp4": "the PyTorch runtime has no NVFP4 kernels; TensorRT-LLM runs NVFP4 on Blackwell",
+}
+MIN_CUDA_CC = {"bf16": (8, 0), "fp16": (7, 0), "fp8": (8, 9), "int4_awq": (8, 0)}
+ESTIMATE_HINT = "; see the estimate for this recipe instead."
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UnsupportedOnDevice(f"Device {device} was asked for but PyTorch sees no CUDA GPU here "
+                                  f"(torch {torch.__version__}). Use device 'cpu' or 'auto'.")
+    return device
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    out = {"torch": torch.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["transformers"] = version("transformers")
+        out["modelopt"] = version("nvidia-modelopt")
+    except Exception:  # metadata missing in odd installs; torch's version is the one that matters
+        pass
+    return out
+
+
+def cpu_availability(precision: str, sparsity: str = "none") -> Availability:
+    import torch
+
+    prec = registry.precision(precision)
+    registry.sparsity(sparsity)
+    if sparsity != "none":
+        return Availability(False, "The PyTorch runtime has no 2:4 sparse kernels on CPU: a pruned model "
+                                   "would run at dense speed" + ESTIMATE_HINT)
+    if prec.name in NOT_ON_CPU:
+        return Availability(False, f"Not measurable on this device: {NOT_ON_CPU[prec.name]}" + ESTIMATE_HINT)
+    if prec.name == "int8_sq":
+        if "fbgemm" not in torch.backends.quantized.supported_engines:
+            return Availability(False, "This PyTorch build has no fbgemm INT8 kernels" + ESTIMATE_HINT)
+        from engine.runtimes.torch_kernels import int8_probe_exact
+
+        why = int8_probe_exact()
+        if why:
+            return Availability(False, why + ESTIMATE_HINT.replace("; s", " S"))
+    if prec.name == "int4_awq" and not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
+        return Availability(False, f"torch {torch.__version__} has no CPU INT4 kernel "
+                                   "(_weight_int4pack_mm_for_cpu, torch 2.6+); upgrade torch" + ESTIMATE_HINT)
+    return Availability(True)
+
+
+def cuda_availability(precision: str, sparsity: str, capability: tuple[int, int], gpu_name: str) -> Availability:
+    prec = registry.precision(precision)
+    registry.sparsity(sparsity)
+    if sparsity != "none":
+        return Availability(False, "The PyTorch runtime does not deploy 2:4 sparse kernels; TensorRT-LLM "
+                                   "does on Ampere and newer" + ESTIMATE_HINT)
+    if prec.name in NOT_ON_CUDA:
+        return Availability(False, f"Not measured by the PyTorch runtime: {NOT_ON_CUDA[prec.name]}" + ESTIMATE_HINT)
+    need = MIN_CUDA_CC[prec.name]
+    if tuple(capability) < need:
+        return Availability(False, f"{prec.label} needs compute capability {need[0]}.{need[1]}+ for its PyTorch "
+                                   f"kernel; {gpu_name} is {capability[0]}.{capability[1]}" + ESTIMATE_HINT)
+    return Availability(True)
+
+
+class TorchRuntime:
+    """Deploy + benchmark with PyTorch kernels. device: "auto" (CUDA when present, else CPU), "cpu", "cuda[:N]"."""
+
+    name = "torch"
+    label = "PyTorch"
+
+    def __init__(self, device: str = "auto", warmup: int = 1, repeats: int = 5, seed: int = 0,
+                 int8_activations: str = "static"):
+        if repeats < 2:
+            raise ValueError("repeats must be at least 2 so the run-to-run spread is known.")
+        self.device_request = device
+        self.warmup, self.repeats, self.seed = warmup, repeats, seed
+        self.int8_activations = int8_activations
+
+    @property
+    def device(self) -> str:
+        return _resolve_device(self.device_request)
+
+    def availability(self, precision: str = "bf16", sparsity: str = "none") -> Availability:
+        try:
+            device = self.device
+        except UnsupportedOnDevice as exc:
+            return Availability(False, str(exc))
+        if device == "cpu":
+            return cpu_availability(precision, sparsity)
+        import torch
+
+        cc = torch.cuda.get_device_capability(device)
+        return cuda_availability(precision, sparsity, cc, torch.cuda.get_device_name(device))
+
+    def deploy(self, model: Any, precision: str):
+        """The deployed copy of a calibrated model (see engine.runtimes.torch_deploy.deploy)."""
+        from engine.runtimes.torch_deploy import deploy
+
+        avail = self.availability(precision)
+        if not avail:
+            raise UnsupportedOnDevice(avail.reason)
+        return deploy(_unwrap(model), precision, self.device, self.int8_activations)
+
+    def benchmark(self, model: Any, recipe: Any, workload: Any,
+                  progress: Progress | None = None) -> list[Measurement]:
+        """`model`: the calibrated model for `recipe` (or one already returned by `deploy`)."""
+        import torch
+
+        from engine.runtimes import torch_bench, torch_deploy
+
+        progress = progress or (lambda s: None)
+        avail = self.availability(recipe.precision, recipe.sparsity)
+        if not avail:
+            raise UnsupportedOnDevice(avail.reason)
+        device = torch.device(self.device)
+        net = _unwrap(model)
+        if getattr(net, "deployed_precision", None) != recipe.precision:
+            progress(f"deploying {recipe.label} to {device.type} kernels")
+            net = torch_deploy.deploy(net, recipe.precision, str(device), self.int8_activations)
+        provenance_base = {
+            "kind": "measured",
+            "device": torch_bench.device_info(device),
+            "backend": self.name,
+            "versions": _versions(),
+            "compute_dtype": str(torch_deploy.baseline_dtype(recipe.precision, str(device))).replace("torch.", ""),
+            "kernels": torch_deploy.describe(net),
+            "weights_mb": round(torch_deploy.deployed_weight_bytes(net) / 2**20, 1),
+            "method": (f"greedy decode with KV cache, fixed output length (no EOS stop), {self.warmup} "
+                       f"warm-up run(s), median of {self.repeats} runs; seed {self.seed}"),
+        }
+        if recipe.precision == "int8_sq":
+            provenance_base["int8_activations"] = self.int8_activations
+        vocab = net.config.vocab_size
+        out = []
+        for batch in workload.batch_sizes:
+            ids = torch_bench.prompt_ids(vocab, batch, workload.input_len, self.seed, device)
+            progress(f"{recipe.label}: batch {batch}, {workload.input_len} in / {workload.output_len} out")
+            runs, _ = torch_bench.run_repeated(
+                net, ids, workload.output_len, self.warmup, self.repeats,
+                on_run=lambda i, m: progress(f"  run {i}/{self.repeats}: "
+                                             f"{m.get('decode_tokens_per_sec', 0):.1f} decode tok/s"))
+            medians, spreads = summarize_runs(runs)
+            prov = {**provenance_base, "workload": {"batch_size": batch, "input_len": workload.input_len,
+                                                    "output_len": workload.output_len}}
+            out.append(Measurement(self.name, recipe.precision, recipe.sparsity, batch, workload.input_len,
+                                   workload.output_len, medians, spreads, self.repeats, prov))
+        return out
+
+
+PyTorchRuntime = TorchRuntime  # the name used in the project issue
+
+
+def _unwrap(model: Any):
+    return getattr(model, "model", model) if not hasattr(model, "named_modules") else model

@@ -1,0 +1,1 @@
+"""Alembic migration scripts for the results store, run programmatically by `engine.store.db`."""

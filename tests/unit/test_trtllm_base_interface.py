@@ -1,0 +1,89 @@
+"""The runtime interface (engine/runtimes/base.py) and registry (engine/runtimes/__init__.py)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine.errors import UnknownNameError
+from engine.runtimes import RUNTIMES, available_runtimes, get_runtime
+from engine.runtimes.base import (
+    Availability,
+    Measurement,
+    Runtime,
+    parse_nvidia_smi_csv,
+    relative_spread,
+    speedup,
+    summarize_runs,
+)
+
+
+def _m(precision="bf16", tps=100.0, spread=0.02, batch=8, device="NVIDIA H100 80GB HBM3", backend="tensorrt_llm",
+       metric="output_tokens_per_sec", repeats=3):
+    return Measurement(backend=backend, precision=precision, sparsity="none", batch_size=batch, input_len=128,
+                       output_len=64, metrics={metric: tps}, spread={metric: spread}, repeats=repeats,
+                       provenance={"kind": "measured", "device": {"kind": "cuda", "name": device, "index": 0}})
+
+
+def test_relative_spread_and_summary():
+    assert relative_spread([100, 110, 90]) == pytest.approx(0.2)
+    assert relative_spread([5.0]) is None  # one run says nothing about noise
+    assert relative_spread([0.0, 0.0]) == 0.0 and relative_spread([0.0, 1.0, -1.0]) is None
+    med, spr = summarize_runs([{"a": 1.0, "b": 2.0}, {"a": 3.0}, {"a": 2.0, "b": 4.0}])
+    assert med == {"a": 2.0} and spr == {"a": pytest.approx(1.0)}  # b missing in one run: dropped
+
+
+def test_speedup_ratio_for_rates_and_latencies():
+    assert speedup(_m(tps=100), _m("fp8", tps=150)) == (pytest.approx(1.5), None)
+    base = _m(tps=20.0, metric="tpot_ms")
+    fast = _m("fp8", tps=10.0, metric="tpot_ms")
+    assert speedup(base, fast, metric="tpot_ms") == (pytest.approx(2.0), None)  # lower is better
+
+
+@pytest.mark.parametrize("candidate, words", [
+    (_m("fp8", tps=150, spread=0.25), "varied by 25%"),
+    (_m("fp8", tps=150, spread=None, repeats=1), "measured only 1 time"),
+    (_m("fp8", tps=150, batch=1), "Different workloads"),
+    (_m("fp8", tps=150, device="NVIDIA A100-SXM4-80GB"), "different devices"),
+    (_m("fp8", tps=150, backend="torch"), "Different backends"),
+    (_m("fp8", tps=150, metric="ttft_ms"), "no 'output_tokens_per_sec'"),
+])
+def test_speedup_refuses_with_a_reason(candidate, words):
+    ratio, reason = speedup(_m(), candidate)
+    assert ratio is None and words in reason
+
+
+def test_measurement_round_trips_through_dict():
+    m = _m()
+    assert Measurement.from_dict(m.to_dict()) == m
+
+
+def test_parse_nvidia_smi_csv_handles_unreadable_fields():
+    d = parse_nvidia_smi_csv("NVIDIA A10G, 23028, 535.104.05, 8.6, [N/A], [N/A], 1710")
+    assert d["compute_capability"] == [8, 6] and d["sm_clock_mhz"] is None and d["max_sm_clock_mhz"] == 1710
+
+
+def test_registry_names_and_did_you_mean():
+    assert set(RUNTIMES) >= {"torch", "tensorrt_llm"}
+    assert isinstance(get_runtime("tensorrt_llm"), Runtime)
+    with pytest.raises(UnknownNameError, match="tensorrt_llm"):
+        get_runtime("tensorrt-llm")
+
+
+def test_available_runtimes_says_why_not_here(monkeypatch):
+    monkeypatch.delenv("TLAB_TRTLLM_BENCH", raising=False)
+    monkeypatch.setattr("engine.runtimes.tensorrt_llm.availability.tensorrt_llm_installed", lambda: False)
+    status = available_runtimes()
+    assert isinstance(status["tensorrt_llm"], Availability)
+    assert not status["tensorrt_llm"].ok
+    assert "not installed" in status["tensorrt_llm"].reason and "pip install tensorrt_llm" in status["tensorrt_llm"].reason
+
+
+def test_listing_runtimes_imports_nothing_heavy():
+    code = ("import sys, engine.runtimes as r; r.available_runtimes(); "
+            "print(sorted(m for m in ('torch','transformers','modelopt','tensorrt_llm') if m in sys.modules))")
+    env = {k: v for k, v in os.environ.items() if k != "TLAB_TRTLLM_BENCH"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    # the torch backend may import torch to probe CUDA; TensorRT-LLM must stay unimported
+    assert "tensorrt_llm" not in out.stdout and "modelopt" not in out.stdout
