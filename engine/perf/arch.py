@@ -162,6 +162,9 @@ def resolve(model) -> Architecture:
     lower = {k.lower(): k for k in cat}
     if name.lower() in lower:
         return cat[lower[name.lower()]]
+    tails = [k for k in cat if k.split("/")[-1].lower() == name.lower()]
+    if len(tails) == 1:  # "Llama-3.1-8B" without the organization
+        return cat[tails[0]]
     p = Path(name).expanduser()
     if p.is_dir():
         p = p / "config.json"

@@ -1,0 +1,22 @@
+"""Tradeoff Lab: `streamlit run app/main.py`.
+
+The entry script: page setup, the background worker, the shared sidebar and the navigation over the
+pages in the top-level pages/ folder.
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ first on the path, not the repo
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app import nav, sidebar, state  # noqa: E402
+
+st.set_page_config(page_title="Tradeoff Lab", page_icon="⚖️", layout="wide")
+current = st.navigation(nav.all_pages())
+state.ensure_worker()
+sidebar.render()
+current.run()

@@ -1,0 +1,180 @@
+"""`tlab` command line: sweep, results, estimate, worker.
+
+Every subcommand prints a plain error (no traceback) for user mistakes and exits with status 2.
+"""
+
+import argparse
+import contextlib
+import sys
+
+from engine.errors import TlabError
+
+SPEED_COLUMNS = ("speedup", "output_tokens_per_sec", "decode_tokens_per_sec")
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _batch_sizes(s: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in _csv(s))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"batch sizes must be whole numbers separated by commas: {s}") from exc
+
+
+def add_sweep_parser(sub) -> None:
+    p = sub.add_parser("sweep", help="calibrate and evaluate a grid of recipes (and benchmark them)",
+                       description="Run every precision x sparsity recipe on one model; results go to the store.")
+    p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face id, or a local folder")
+    p.add_argument("--precisions", default="fp8,int8_sq,int4_awq,w4a8_awq",
+                   help="comma list of: bf16 fp16 fp8 int8_sq int4_awq w4a8_awq nvfp4")
+    p.add_argument("--sparsity", default="none", help="comma list of: none magnitude sparsegpt (all 2:4)")
+    p.add_argument("--kv-cache", default="auto", choices=["auto", "fp8"], help="KV cache precision")
+    p.add_argument("--calib-size", type=int, default=32, help="number of calibration sequences")
+    p.add_argument("--calib-seq-len", type=int, default=256, help="tokens per calibration sequence")
+    p.add_argument("--eval-tokens", type=int, default=4096, help="held-out evaluation tokens")
+    p.add_argument("--eval-seq-len", type=int, default=512, help="tokens per evaluation window")
+    p.add_argument("--data", default="bundled", help="'bundled', a .txt/.jsonl file, or hf:NAME[:CONFIG]:SPLIT")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--experiment", default=None, help="name to group these results under")
+    p.add_argument("--benchmark", action="store_true", help="also measure speed (baseline and recipes in one run)")
+    p.add_argument("--backend", default="pytorch", choices=["pytorch", "tensorrt_llm"], help="runtime for --benchmark")
+    p.add_argument("--isl", type=int, default=128, help="benchmark input length")
+    p.add_argument("--osl", type=int, default=64, help="benchmark output length")
+    p.add_argument("--batch-sizes", type=_batch_sizes, default=(1, 8), help="benchmark batch sizes, e.g. 1,8")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model repository's own code to run")
+    p.add_argument("--force", action="store_true", help="recompute even if the store has the results")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(func=run_sweep_cmd)
+
+
+def run_sweep_cmd(args) -> int:
+    from engine import pipeline
+    from engine.spec import DataSpec, ModelRef, Workload
+    from engine.store import open_store
+
+    recipes = pipeline.grid(_csv(args.precisions), _csv(args.sparsity), args.kv_cache)
+    data = DataSpec(args.data, args.calib_size, args.calib_seq_len, args.eval_tokens, args.eval_seq_len, args.seed)
+    workload = Workload(args.isl, args.osl, tuple(args.batch_sizes)) if args.benchmark else None
+    store = open_store()
+    # modelopt and transformers print to stdout; keep stdout for the table/JSON/CSV alone.
+    with _ProgressBar() as bar, contextlib.redirect_stdout(sys.stderr):
+        records = pipeline.run_sweep(
+            ModelRef(args.model, trust_remote_code=args.trust_remote_code), recipes, data, store,
+            experiment=args.experiment, workload=workload, backend=args.backend, device=args.device,
+            progress=bar.update, force=args.force)
+    _print_records(records, args.format)
+    print(f"\nStored in {store.shown_url}", file=sys.stderr)
+    return 0
+
+
+def add_results_parser(sub) -> None:
+    p = sub.add_parser("results", help="list and export what the store holds")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--model", default=None)
+    p.add_argument("--precision", default=None)
+    p.add_argument("--experiment", default=None)
+    p.set_defaults(func=run_results_cmd)
+
+
+def run_results_cmd(args) -> int:
+    from engine.store import open_store
+
+    records = open_store().list_results(model=args.model, precision=args.precision, experiment=args.experiment)
+    if not records and args.format == "table":
+        print("The store is empty. Run a sweep first: tlab sweep --model bundled", file=sys.stderr)
+        return 0
+    _print_records(records, args.format)
+    return 0
+
+
+TABLE_COLUMNS = ["model", "precision", "sparsity", "kv_cache", "perplexity", "ppl_increase_pct", "kl_div",
+                 "top1_agreement", "speedup", "provenance"]
+
+
+def _print_records(records: list[dict], fmt: str) -> None:
+    from engine.store import export
+
+    if fmt == "json":
+        print(export.to_json(records))
+    elif fmt == "csv":
+        sys.stdout.write(export.to_csv(records))
+    else:
+        print(export.to_table(records, columns=TABLE_COLUMNS))
+        _print_provenance_notes(records)
+
+
+def _print_provenance_notes(records: list[dict]) -> None:
+    """Say under the table where its numbers came from, once per distinct source."""
+    seen = []
+    for r in records:
+        for part, p in (r.get("provenance") or {}).items():
+            line = f"{part}: {p.get('kind')} on {p.get('device')} — {p.get('engine') or p.get('backend')}"
+            if line not in seen:
+                seen.append(line)
+            for bs, why in (p.get("speedup_refused") or {}).items():
+                seen.append(f"  {r['precision']}/{r['sparsity']} batch {bs}: no speedup reported — {why}")
+    if seen:
+        print("\nProvenance:\n  " + "\n  ".join(seen))
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr driven by the engine's (fraction, stage) callbacks."""
+
+    def __enter__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed} {postfix}",
+                        disable=None)
+        return self
+
+    def update(self, fraction: float, stage: str) -> None:
+        target = int(max(0.0, min(1.0, fraction)) * 1000)
+        if target > self.bar.n:
+            self.bar.update(target - self.bar.n)
+        self.bar.set_description_str(stage[:60], refresh=False)
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        return False
+
+
+def add_worker_parser(sub) -> None:
+    p = sub.add_parser("worker", help="run queued jobs (the app starts one for you)", add_help=False)
+    p.set_defaults(func=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:  # the worker owns its flags
+        from engine.jobs.worker import main as worker_main
+
+        return worker_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="tlab", description="Tradeoff Lab: speed vs accuracy of optimized models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_sweep_parser(sub)
+    add_results_parser(sub)
+    _add_estimate_parser(sub)
+    add_worker_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except TlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_estimate_parser(sub) -> None:
+    try:
+        from engine.perf.cli import add_estimate_parser
+    except ImportError as exc:  # the estimator ships with the package; this only guards a broken install
+        p = sub.add_parser("estimate", help="estimate speed on a catalog GPU")
+        p.set_defaults(func=lambda a: (print(f"error: the estimator failed to import: {exc}", file=sys.stderr), 2)[1])
+        return
+    add_estimate_parser(sub)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

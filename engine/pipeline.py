@@ -1,0 +1,231 @@
+"""One sweep: load once, tokenize once, evaluate the baseline once, then each recipe from pristine
+weights; results go to the store as they finish. Finished specs are reused, not recomputed.
+"""
+
+import copy
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from engine import registry
+from engine.errors import TlabError, UnsupportedOnDevice
+from engine.provenance import describe_device, resolve_device, versions
+from engine.quantize import apply_recipe, check_runnable, round_to_bf16
+from engine.spec import DataSpec, ExperimentSpec, ModelRef, Recipe, Workload
+
+BASELINE = Recipe("bf16", "none", "auto")
+Progress = Callable[[float, str], None]
+RUNTIME_ALIASES = {"pytorch": "torch"}
+
+
+def grid(precisions: list[str], sparsities: list[str], kv_cache: str = "auto") -> list[Recipe]:
+    """The recipes of a sweep: every precision x sparsity, baseline first, no duplicates."""
+    recipes = [BASELINE]
+    for p in precisions:
+        for s in sparsities:
+            r = Recipe(p, s, kv_cache if p not in registry.BASELINES or kv_cache != "auto" else "auto")
+            if r not in recipes:
+                recipes.append(r)
+    return recipes
+
+
+def plan(model: ModelRef, recipes: list[Recipe], data: DataSpec, workload: Workload | None,
+         device: str) -> list[ExperimentSpec]:
+    if BASELINE not in recipes:
+        recipes = [BASELINE, *recipes]
+    return [ExperimentSpec(model, r, data, workload, device) for r in recipes]
+
+
+def run_sweep(model: ModelRef, recipes: list[Recipe], data: DataSpec, store: Any, *,
+              experiment: str | None = None, workload: Workload | None = None, backend: str = "pytorch",
+              device: str = "auto", progress: Progress | None = None, force: bool = False) -> list[dict]:
+    """Run (or reuse) every recipe and return the result records, baseline first.
+
+    Everything that can be checked is checked before any work, so bad input leaves the store as it was.
+    """
+    from engine.models.loader import resolve
+
+    progress = progress or (lambda f, s: None)
+    device = resolve_device(device)
+    loc = resolve(model)  # fails fast on a missing folder or pickle-only weights
+    specs = plan(model, recipes, data, workload, device)
+    for s in specs:
+        check_runnable(s.recipe, device)
+    runtime = _runtime_for(backend, specs) if workload is not None else None
+    experiment = experiment or f"{loc.name} sweep"
+    todo = [s for s in specs if force or not store.has_result(s.id)]
+    if todo and workload is not None and specs[0] not in todo:
+        todo.insert(0, specs[0])  # speedups need the baseline measured in the same run
+    if not todo:
+        progress(1.0, "all results already in the store")
+        return [store.get_result(s.id) for s in specs]
+
+    store.ensure_experiment(experiment, loc.name, {"data": data.__dict__})
+    ctx = _Context.load(model, data, device, progress)
+    baseline_speed = None
+    for n, spec in enumerate(todo):
+        share = (0.2 + 0.8 * n / len(todo), 0.8 / len(todo))
+        sub = lambda f, s, share=share: progress(share[0] + share[1] * f, s)  # noqa: E731
+        record, speed = _run_one(ctx, spec, experiment, loc.name, runtime, baseline_speed, sub)
+        if spec.recipe == BASELINE:
+            baseline_speed = speed
+        store.save_result(record)
+    progress(1.0, "done")
+    return [store.get_result(s.id) for s in specs]
+
+
+def _runtime_for(backend: str, specs: list[ExperimentSpec]):
+    from engine.runtimes import get_runtime
+
+    runtime = get_runtime(RUNTIME_ALIASES.get(backend, backend))
+    for s in specs:
+        avail = runtime.availability(s.recipe.precision, s.recipe.sparsity)
+        if not avail.ok and not s.recipe.is_baseline:
+            raise UnsupportedOnDevice(f"Cannot benchmark {s.recipe.label} with {runtime.label}: {avail.reason}")
+    return runtime
+
+
+class _Context:
+    """What a sweep shares: the pristine model, tokenized data, and the baseline reference."""
+
+    def __init__(self, loaded, data, reference, device, timings):
+        self.loaded, self.data, self.reference, self.device, self.timings = loaded, data, reference, device, timings
+
+    @classmethod
+    def load(cls, model: ModelRef, data_spec: DataSpec, device: str, progress: Progress) -> "_Context":
+        import torch
+
+        from engine import evaluate
+        from engine.data import prepare
+        from engine.models import load_model
+
+        torch.manual_seed(data_spec.seed)
+        t0 = time.perf_counter()
+        progress(0.0, "loading the model")
+        loaded = load_model(model, device=device, dtype=torch.bfloat16 if device.startswith("cuda") else None)
+        round_to_bf16(loaded.model)
+        t1 = time.perf_counter()
+        progress(0.05, "tokenizing calibration and evaluation text")
+        data = prepare(loaded.tokenizer, data_spec)
+        ref = evaluate.reference(loaded.model, data.eval_ids, lambda f, s: progress(0.05 + 0.15 * f, s))
+        t2 = time.perf_counter()
+        return cls(loaded, data, ref, device, {"load_s": t1 - t0, "baseline_s": t2 - t1})
+
+
+def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, model_name: str, runtime,
+             baseline_speed, progress: Progress) -> tuple[dict, list | None]:
+    import torch
+
+    from engine import evaluate
+
+    torch.manual_seed(spec.data.seed)
+    timings = dict(ctx.timings) if spec.recipe == BASELINE else {}
+    if spec.recipe == BASELINE:
+        model, metrics = ctx.loaded.model, evaluate.reference_metrics(ctx.reference, ctx.data.eval_ids)
+    else:
+        t0 = time.perf_counter()
+        model = apply_recipe(copy.deepcopy(ctx.loaded.model), spec.recipe, ctx.data.calib,
+                             lambda f, s: progress(0.6 * f, s))
+        t1 = time.perf_counter()
+        metrics = evaluate.compare(model, ctx.data.eval_ids, ctx.reference,
+                                   lambda f, s: progress(0.6 + 0.2 * f, f"{s} {spec.recipe.label}"))
+        timings.update(calibrate_s=t1 - t0, evaluate_s=time.perf_counter() - t1)
+    provenance = {"accuracy": _accuracy_provenance(ctx, spec)}
+    speed = None
+    if runtime is not None:
+        t0 = time.perf_counter()
+        speed = runtime.benchmark(model, spec.recipe, spec.workload, lambda f, s: progress(0.8 + 0.2 * f, s))
+        timings["benchmark_s"] = time.perf_counter() - t0
+        metrics.update(_speed_metrics(speed, baseline_speed if spec.recipe != BASELINE else speed))
+        provenance["speed"] = _speed_provenance(speed, baseline_speed if spec.recipe != BASELINE else speed)
+    record = {
+        "id": spec.id, "experiment": experiment, "model": model_name,
+        "precision": spec.recipe.precision, "sparsity": spec.recipe.sparsity, "kv_cache": spec.recipe.kv_cache,
+        "spec": spec.to_dict(), "metrics": metrics, "provenance": provenance, "timings": timings,
+        "device": describe_device(ctx.device), "versions": versions(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return record, speed
+
+
+def _accuracy_provenance(ctx: _Context, spec: ExperimentSpec) -> dict:
+    simulated = registry.precision(spec.recipe.precision).modelopt_cfg is not None or spec.recipe.kv_cache != "auto"
+    how = ("modelopt simulated (fake) quantization in PyTorch" if simulated
+           else "PyTorch, weights rounded to the recipe's precision")
+    return {
+        "kind": "measured", "device": describe_device(ctx.device), "engine": how, "versions": versions(),
+        "method": (f"perplexity, KL divergence and top-1 agreement against the bf16 baseline on "
+                   f"{ctx.data.eval_tokens} held-out tokens of '{ctx.data.source}'"),
+    }
+
+
+def _speed_metric(m) -> str:
+    return "output_tokens_per_sec" if "output_tokens_per_sec" in m.metrics else "decode_tokens_per_sec"
+
+
+def _speed_metrics(speed: list, baseline: list) -> dict[str, float]:
+    from engine.runtimes.base import speedup
+
+    out: dict[str, float] = {}
+    base_by_bs = {m.batch_size: m for m in baseline or []}
+    for i, m in enumerate(speed):
+        for k, v in m.metrics.items():
+            if v is not None:
+                out[f"{k}_bs{m.batch_size}"] = float(v)
+        b = base_by_bs.get(m.batch_size)
+        ratio, _ = speedup(b, m, _speed_metric(m)) if b is not None else (None, None)
+        if ratio is not None:
+            out[f"speedup_bs{m.batch_size}"] = ratio
+            if i == 0:
+                out["speedup"] = ratio
+    return out
+
+
+def _speed_provenance(speed: list, baseline: list) -> dict:
+    from engine.runtimes.base import speedup
+
+    first = speed[0].provenance if speed else {}
+    base_by_bs = {m.batch_size: m for m in baseline or []}
+    refused = {}
+    for m in speed:
+        b = base_by_bs.get(m.batch_size)
+        if b is None:
+            refused[str(m.batch_size)] = "no baseline measured at this batch size in this run"
+            continue
+        _, why = speedup(b, m, _speed_metric(m))
+        if why:
+            refused[str(m.batch_size)] = why
+    return {**first, "kind": "measured", "speedup_metric": _speed_metric(speed[0]) if speed else None,
+            "speedup_refused": refused, "measurements": [m.to_dict() for m in speed]}
+
+
+def run_sweep_job(payload: dict, progress: Callable) -> list[str]:
+    """Job entry point (engine.jobs): the payload is plain JSON, see `sweep_payload`."""
+    from engine.store import open_store
+
+    wl = payload.get("workload")
+    records = run_sweep(
+        ModelRef(**payload.get("model", {})),
+        [Recipe(**r) for r in payload["recipes"]],
+        DataSpec(**payload.get("data", {})),
+        open_store(payload.get("store_url")),
+        experiment=payload.get("experiment"),
+        workload=Workload(**{**wl, "batch_sizes": tuple(wl["batch_sizes"])}) if wl and payload.get("benchmark") else None,
+        backend=payload.get("backend", "pytorch"),
+        progress=lambda f, s: progress(f, s),
+    )
+    return [r["id"] for r in records]
+
+
+def sweep_payload(model: ModelRef, recipes: list[Recipe], data: DataSpec, *, experiment: str | None = None,
+                  workload: Workload | None = None, benchmark: bool = False, backend: str = "pytorch") -> dict:
+    import dataclasses
+
+    return {"experiment": experiment, "model": dataclasses.asdict(model),
+            "recipes": [dataclasses.asdict(r) for r in recipes], "data": dataclasses.asdict(data),
+            "workload": dataclasses.asdict(workload) if workload else None, "benchmark": benchmark,
+            "backend": backend}
+
+
+__all__ = ["run_sweep", "run_sweep_job", "grid", "plan", "sweep_payload", "TlabError"]

@@ -1,0 +1,213 @@
+"""Pure functions: results DataFrame -> chart data -> plotly Figure. No per-row Python loops.
+
+The main chart is speedup (y, times faster than the run's baseline) against accuracy loss (x, relative
+perplexity increase in %). Marker shape says where a number came from: measured, estimated or
+published. Published points use their source's own accuracy metric (MMLU loss), which the hover says.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from engine import registry
+
+ACCURACY_LOSS = "ppl_increase_pct"
+SPEEDUP = "speedup"
+PROVENANCE_SYMBOLS = {"measured": "circle", "estimated": "diamond-open", "published": "square"}
+_BS_COLUMN = re.compile(r"^speedup_bs(\d+)$")
+# Colours per precision, stable across charts (plotly's default qualitative palette order).
+PRECISION_COLORS = dict(zip(registry.PRECISIONS, ["#636EFA", "#AB63FA", "#EF553B", "#00CC96", "#FFA15A",
+                                                  "#19D3F3", "#FF6692"]))
+HOVER_FIELDS = [  # (column, label, number format) shown in the hover box when present
+    ("recipe", "Recipe", None), ("model", "Model", None), ("experiment", "Experiment", None),
+    ("batch_size", "Batch size", None), (ACCURACY_LOSS, "Perplexity increase (%)", ":.3f"),
+    ("perplexity", "Perplexity", ":.3f"), ("baseline_perplexity", "Baseline perplexity", ":.3f"),
+    ("kl_div", "KL divergence", ":.4f"), ("top1_agreement", "Top-1 agreement", ":.3f"),
+    ("y_speedup", "Speedup (x)", ":.3f"), ("y_decode_tok_s", "Decode tokens/s", ":.1f"),
+    ("y_ttft_ms", "Time to first token (ms)", ":.1f"), ("device", "Device", None), ("backend", "Engine", None),
+    ("accuracy_kind", "Accuracy numbers", None), ("speed_kind", "Speed numbers", None), ("id", "Result id", None),
+]
+
+
+# --- data preparation ---------------------------------------------------------------------------
+
+def recipe_labels(df: pd.DataFrame) -> pd.Series:
+    """'INT8 SmoothQuant + 2:4 SparseGPT + KV FP8' per row (vectorized)."""
+    prec = df["precision"].map({k: p.label for k, p in registry.PRECISIONS.items()}).fillna(df["precision"])
+    sparse = df["sparsity"].map({k: s.label for k, s in registry.SPARSITIES.items()}).fillna(df["sparsity"])
+    label = prec.astype(str)
+    label = label.where(df["sparsity"].isin(["none"]) | df["sparsity"].isna(), label + " + " + sparse.astype(str))
+    kv = df["kv_cache"].fillna("auto")
+    return label.where(kv == "auto", label + " + KV " + kv.astype(str).str.upper())
+
+
+def batch_sizes(df: pd.DataFrame) -> list[int]:
+    """Batch sizes that have a speedup column (speedup_bs{N}) in the frame, ascending."""
+    return sorted(int(m.group(1)) for c in df.columns if (m := _BS_COLUMN.match(str(c))))
+
+
+def has_speed(df: pd.DataFrame) -> bool:
+    cols = [c for c in df.columns if c == SPEEDUP or _BS_COLUMN.match(str(c))]
+    return bool(cols) and bool(df[cols].notna().to_numpy().any())
+
+
+def _metric_at(df: pd.DataFrame, name: str, batch_size: int | None) -> pd.Series:
+    col = f"{name}_bs{batch_size}" if batch_size is not None else name
+    if col in df.columns:
+        return df[col].astype(float)
+    if batch_size is None and name in df.columns:
+        return df[name].astype(float)
+    return pd.Series(np.nan, index=df.index, dtype=float)
+
+
+def chart_frame(df: pd.DataFrame, batch_size: int | None = None) -> pd.DataFrame:
+    """Rows ready to plot: recipe label, x = accuracy loss, y = speedup at `batch_size` (None: the
+    unsuffixed `speedup`, i.e. the first batch size of each run), and the hover fields."""
+    out = df.copy()
+    out["recipe"] = recipe_labels(out) if len(out) else pd.Series(dtype=str)
+    out["batch_size"] = batch_size if batch_size is not None else np.nan
+    out["x_loss"] = _metric_at(out, ACCURACY_LOSS, None)
+    for name in ("speedup", "decode_tok_s", "ttft_ms"):
+        out[f"y_{name}"] = _metric_at(out, name, batch_size)
+    return out
+
+
+def pareto_mask(x: pd.Series | np.ndarray, y: pd.Series | np.ndarray) -> np.ndarray:
+    """True for points on the Pareto frontier: no other point has less-or-equal x (accuracy loss) and
+    more-or-equal y (speedup) with one strictly better. Rows with NaN are never on it. O(n log n)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    mask = np.zeros(len(x), dtype=bool)
+    ok = np.flatnonzero(~(np.isnan(x) | np.isnan(y)))
+    if ok.size == 0:
+        return mask
+    order = ok[np.lexsort((-y[ok], x[ok]))]  # by x ascending, then y descending
+    ys = y[order]
+    best_before = np.concatenate(([-np.inf], np.maximum.accumulate(ys)[:-1]))
+    mask[order[ys > best_before]] = True
+    return mask
+
+
+def pareto_frontier(df: pd.DataFrame, x: str = "x_loss", y: str = "y_speedup") -> pd.DataFrame:
+    """The frontier rows of `df`, sorted by x (the line to draw)."""
+    return df[pareto_mask(df[x], df[y])].sort_values(x)
+
+
+def published_points(published: pd.DataFrame) -> pd.DataFrame:
+    """Published recipes with both a speedup and an accuracy loss from the same source document
+    (engine.reference.published_frame rows): one row per (model, precision, GPU, batch, source)."""
+    speed = published[published["metric"].isin(["speedup_vs_bf16_per_gpu", "speedup_vs_fp16"])]
+    acc = published[published["metric"] == "mmlu_loss_pct"]
+    keys = ["model_id", "precision", "source"]
+    acc = acc.dropna(subset=["model_id", "precision"]).drop_duplicates(keys)[keys + ["value"]]
+    acc = acc.rename(columns={"value": "x_loss"})
+    merged = speed.dropna(subset=["model_id", "precision"]).merge(acc, on=keys)
+    out = pd.DataFrame({
+        "model": merged["model_id"], "precision": merged["precision"],
+        "sparsity": merged["sparsity"].fillna("none").replace({"2:4": "magnitude"}), "kv_cache": "auto",
+        "x_loss": merged["x_loss"], "y_speedup": merged["value"], "batch_size": merged["batch"].astype(float),
+        "gpu": merged["gpu"], "source_label": merged["source_label"], "source": merged["source"],
+        "baseline": np.where(merged["metric"] == "speedup_vs_fp16", "FP16", "BF16"),
+        "engine_version": merged["engine_version"], "provenance": "published",
+    })
+    out["recipe"] = recipe_labels(out) if len(out) else pd.Series(dtype=str)
+    return out.reset_index(drop=True)
+
+
+def matching_published(points: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Published points whose model and precision also appear in `results`."""
+    if points.empty or results.empty:
+        return points.iloc[0:0]
+    pairs = results[["model", "precision"]].drop_duplicates()
+    return points.merge(pairs, on=["model", "precision"])
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+def _hover(df: pd.DataFrame) -> tuple[np.ndarray, str]:
+    fields = [(c, label, fmt) for c, label, fmt in HOVER_FIELDS if c in df.columns]
+    custom = df[[c for c, _, _ in fields]].astype(object).where(df[[c for c, _, _ in fields]].notna(), "-")
+    lines = [f"{label}: %{{customdata[{i}]{fmt or ''}}}" for i, (_, label, fmt) in enumerate(fields)]
+    return custom.to_numpy(), "<br>".join(lines) + "<extra></extra>"
+
+
+def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = None, title: str | None = None):
+    """Speedup vs accuracy loss: one marker per result (colour = precision, shape = provenance of its
+    speed number), the Pareto frontier as a line, and published points (squares) if given.
+    `df` comes from chart_frame; rows without a speedup are left out (the caller says how many)."""
+    import plotly.graph_objects as go
+
+    plot = df[df["x_loss"].notna() & df["y_speedup"].notna()]
+    kind = plot["speed_kind"].fillna(plot.get("provenance", "measured")) if "speed_kind" in plot else "measured"
+    plot = plot.assign(point_kind=kind)
+    scatter = go.Scattergl if len(plot) > 1000 else go.Scatter  # WebGL keeps thousands of points responsive
+    fig = go.Figure()
+    for (prec, point_kind), group in plot.groupby(["precision", "point_kind"], sort=True):
+        custom, template = _hover(group)
+        fig.add_trace(scatter(
+            x=group["x_loss"], y=group["y_speedup"], mode="markers", customdata=custom, hovertemplate=template,
+            name=f"{registry.PRECISIONS[prec].label if prec in registry.PRECISIONS else prec} ({point_kind})",
+            legendgroup=str(prec),
+            marker={"symbol": PROVENANCE_SYMBOLS.get(point_kind, "circle"), "size": 10,
+                    "color": PRECISION_COLORS.get(prec, "#7F7F7F"), "line": {"width": 1, "color": "#333"}}))
+    front = pareto_frontier(plot)
+    if len(front) >= 1:
+        fig.add_trace(go.Scatter(x=front["x_loss"], y=front["y_speedup"], mode="lines", name="Pareto frontier",
+                                 line={"color": "#444", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
+    if published is not None and len(published):
+        custom = published[["recipe", "model", "gpu", "batch_size", "baseline", "source_label",
+                            "engine_version"]].astype(object).fillna("-").to_numpy()
+        fig.add_trace(go.Scatter(
+            x=published["x_loss"], y=published["y_speedup"], mode="markers", name="published (MMLU loss)",
+            customdata=custom,
+            marker={"symbol": PROVENANCE_SYMBOLS["published"], "size": 11, "color": "rgba(0,0,0,0)",
+                    "line": {"width": 2, "color": published["precision"].map(PRECISION_COLORS).fillna("#7F7F7F")}},
+            hovertemplate=("<b>published</b>: %{customdata[0]}<br>Model: %{customdata[1]}<br>GPU: %{customdata[2]}"
+                           "<br>Batch size: %{customdata[3]}<br>Speedup vs %{customdata[4]}: %{y:.2f}x"
+                           "<br>MMLU loss (not perplexity): %{x:.2f}%<br>Source: %{customdata[5]}"
+                           "<br>Engine: %{customdata[6]}<extra></extra>")))
+    fig.add_hline(y=1.0, line={"color": "#999", "width": 1}, annotation_text="baseline speed",
+                  annotation_position="bottom right")
+    fig.update_layout(
+        title=title or "Speedup vs accuracy loss (up and left is better)",
+        xaxis_title="Accuracy loss: perplexity increase vs baseline (%)",
+        yaxis_title="Speedup vs baseline (x)", legend_title="Precision (provenance)",
+        template="plotly_white", height=520, margin={"l": 60, "r": 20, "t": 60, "b": 60})
+    return fig
+
+
+def accuracy_figure(df: pd.DataFrame, title: str | None = None):
+    """Accuracy loss per recipe (bars), for runs without speed measurements: never an invented speedup."""
+    import plotly.graph_objects as go
+
+    plot = df[df["x_loss"].notna()].sort_values("x_loss")
+    custom, template = _hover(plot)
+    fig = go.Figure(go.Bar(
+        x=plot["recipe"] + " · " + plot["model"].astype(str).str.slice(0, 40) if plot["model"].nunique() > 1
+        else plot["recipe"], y=plot["x_loss"], customdata=custom, hovertemplate=template,
+        marker={"color": plot["precision"].map(PRECISION_COLORS).fillna("#7F7F7F")}))
+    fig.update_layout(
+        title=title or "Accuracy loss per recipe (no speed measured yet)",
+        yaxis_title="Perplexity increase vs baseline (%)", xaxis_title="Recipe",
+        template="plotly_white", height=460, margin={"l": 60, "r": 20, "t": 60, "b": 80})
+    return fig
+
+
+def reference_figure(df: pd.DataFrame, metric: str):
+    """Published measurements of one metric: value per batch size, one line per model/GPU/precision."""
+    import plotly.express as px
+
+    plot = df[df["metric"] == metric].dropna(subset=["batch"]).copy()
+    plot["series"] = (plot["model"].astype(str) + " · " + plot["gpu"].astype(str) + " · "
+                      + plot["precision"].fillna("?").astype(str))
+    plot = plot.sort_values(["series", "batch"])
+    fig = px.line(plot, x="batch", y="value", color="series", markers=True, log_x=True,
+                  hover_data=["isl", "osl", "tp", "engine_version", "source_label"])
+    unit = plot["unit"].dropna().iloc[0] if plot["unit"].notna().any() else ""
+    fig.update_layout(title=f"Published: {metric}", xaxis_title="Batch size / concurrency",
+                      yaxis_title=f"{metric} ({unit})" if unit else metric, template="plotly_white",
+                      height=520, legend_title="model · GPU · precision")
+    return fig

@@ -1,0 +1,204 @@
+"""Experiment: pick a model, the recipes to try, the data and the workload; see the grid and how long
+it will take; Run queues one sweep job and returns at once."""
+
+import hashlib
+
+import pandas as pd
+import streamlit as st
+
+from app import nav, state, sweeps
+from engine import devices, registry
+from engine.errors import TlabError
+from engine.models.bundled import BUNDLED_NAME
+from engine.paths import tlab_home
+from engine.spec import BUNDLED_MODEL, DataSpec, ModelRef, Workload
+from engine.time_estimate import estimate_sweep, format_duration, same_device
+
+MODEL_KINDS = {"bundled": "Bundled model (offline)", "hf": "Hugging Face id", "folder": "Local folder"}
+DATA_KINDS = {"bundled": "Bundled text (offline)", "upload": "Upload a file", "path": "File path or hf:dataset"}
+BACKENDS = {"pytorch": "PyTorch (CPU or GPU)", "tensorrt_llm": "TensorRT-LLM (NVIDIA GPU)"}
+BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def _queue(payload: dict, title: str) -> None:
+    """Run button callback: queue the job, remember it for the message, and name the next sweep."""
+    try:
+        st.session_state["last_queued"] = (state.queue_sweep(payload, title), title, None)
+    except TlabError as e:
+        st.session_state["last_queued"] = (None, title, str(e))
+    st.session_state["exp_name"] = sweeps.experiment_name()
+
+
+def _save_upload(upload) -> str:
+    """Keep an uploaded calibration file under $TLAB_HOME/uploads (named by content) and return its path."""
+    data = upload.getvalue()
+    suffix = ".jsonl" if upload.name.lower().endswith(".jsonl") else ".txt"
+    path = tlab_home() / "uploads" / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_bytes(data)
+    return str(path)
+
+
+st.title("Experiment")
+st.caption("Choose what to try. Each checked precision × sparsity × KV-cache choice is one recipe; the BF16 "
+           "baseline always runs too, because every accuracy loss and speedup is measured against it.")
+problems: list[str] = []
+
+# --- model --------------------------------------------------------------------------------------
+st.subheader("1. Model")
+model_kind = st.radio("Model", list(MODEL_KINDS), format_func=MODEL_KINDS.get, horizontal=True, key="model_kind",
+                      label_visibility="collapsed")
+if model_kind == "bundled":
+    model = ModelRef(BUNDLED_MODEL)
+    st.caption(f"{BUNDLED_NAME}: ships with the app, needs no download.")
+elif model_kind == "hf":
+    c1, c2 = st.columns([3, 1])
+    hf_id = c1.text_input("Hugging Face model id", placeholder="HuggingFaceTB/SmolLM2-360M", key="hf_id").strip()
+    revision = c2.text_input("Revision (optional)", key="hf_revision").strip() or None
+    trust = st.checkbox("Trust remote code", key="hf_trust", help="Runs Python code that comes with the model. "
+                        "Only for models whose authors you trust; most models do not need it.")
+    st.caption("Downloaded when the job runs; this machine needs access to huggingface.co.")
+    model = ModelRef(hf_id or "", revision, None, trust)
+    if not hf_id:
+        problems.append("Enter a Hugging Face model id (for example HuggingFaceTB/SmolLM2-360M).")
+else:
+    c1, c2 = st.columns([3, 1])
+    folder = c1.text_input("Folder with config.json and *.safetensors, or a .gguf file", key="model_folder").strip()
+    gguf = c2.text_input("GGUF file in it (optional)", key="model_gguf").strip() or None
+    model = ModelRef(folder, None, gguf, False)
+    if not folder:
+        problems.append("Enter the model's folder.")
+if model.source and model_kind != "bundled":
+    try:
+        from engine.models.loader import resolve
+
+        resolve(model)
+    except TlabError as e:
+        problems.append(str(e))
+
+# --- recipes ------------------------------------------------------------------------------------
+st.subheader("2. Recipes")
+choices = [c for c in state.precision_choices(None) if c.name != "bf16"]
+st.markdown("**Precisions**")
+columns = st.columns(len(choices))
+precisions = []
+for col, choice in zip(columns, choices):
+    prec = registry.precision(choice.name)
+    checked = col.checkbox(choice.label, key=f"prec_{choice.name}", value=False, disabled=not choice.runnable,
+                           help=choice.reason if not choice.runnable else prec.description)
+    if checked and choice.runnable:
+        precisions.append(choice.name)
+for choice in choices:
+    if not choice.runnable:
+        st.caption(f"⛔ {choice.label} is not available here: {choice.reason}")
+c1, c2 = st.columns(2)
+sparsities = c1.multiselect("2:4 sparsity", list(registry.SPARSITIES), default=["none"], key="sparsities",
+                            format_func=lambda s: registry.SPARSITIES[s].label,
+                            help="2:4 structured pruning before quantization; 'dense' keeps every weight.")
+kv_caches = c2.multiselect("KV cache precision", list(registry.KV_CACHE), default=["auto"], key="kv_caches",
+                           format_func=lambda k: "same as activations" if k == "auto" else k.upper(),
+                           help="FP8 KV cache halves the cache memory at long contexts.")
+recipes = sweeps.recipe_grid(precisions, sparsities, kv_caches) if precisions or sparsities != ["none"] \
+    or kv_caches != ["auto"] else []
+
+# --- data ---------------------------------------------------------------------------------------
+st.subheader("3. Calibration and evaluation data")
+data_kind = st.radio("Data", list(DATA_KINDS), format_func=DATA_KINDS.get, horizontal=True, key="data_kind",
+                     label_visibility="collapsed")
+data_source = "bundled"
+if data_kind == "bundled":
+    st.caption("Python's own documentation text, shipped with Python; calibration and evaluation use disjoint parts.")
+elif data_kind == "upload":
+    upload = st.file_uploader("A .txt file (paragraphs separated by blank lines) or .jsonl with a \"text\" field",
+                              type=["txt", "jsonl"], key="data_upload")
+    if upload is None:
+        problems.append("Upload a calibration text file, or choose the bundled text.")
+    else:
+        data_source = _save_upload(upload)
+else:
+    data_source = st.text_input("Path to a .txt/.jsonl file, or hf:NAME[:CONFIG]:SPLIT", key="data_path").strip()
+    if not data_source:
+        problems.append("Enter a data file path or hf: dataset.")
+c1, c2, c3, c4 = st.columns(4)
+calib_size = c1.number_input("Calibration sequences", 1, 4096, 32, key="calib_size")
+calib_seq_len = c2.number_input("Tokens per calibration sequence", 16, 8192, 256, step=16, key="calib_seq_len")
+eval_tokens = c3.number_input("Evaluation tokens", 128, 1_000_000, 8192, step=512, key="eval_tokens")
+eval_seq_len = c4.number_input("Evaluation window (tokens)", 16, 8192, 512, step=16, key="eval_seq_len")
+data = None
+try:
+    data = DataSpec(data_source, int(calib_size), int(calib_seq_len), int(eval_tokens), int(eval_seq_len))
+except TlabError as e:
+    problems.append(str(e))
+
+# --- workload -----------------------------------------------------------------------------------
+st.subheader("4. Speed")
+gpus = state.device_report()[0]
+measure = st.checkbox("Measure speed on this machine", value=True, key="measure_speed",
+                      help="Times each recipe with real low-precision kernels. Recipes without fast kernels "
+                           "here get accuracy only, never a simulated speed.")
+workload, backend = None, "pytorch"
+if measure:
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
+    backend = c1.selectbox("Engine", list(BACKENDS), format_func=BACKENDS.get, key="backend")
+    input_len = c2.number_input("Input tokens", 1, 32768, 128, key="input_len")
+    output_len = c3.number_input("Output tokens", 1, 8192, 64, key="output_len")
+    batch = c4.multiselect("Batch sizes", BATCH_CHOICES, default=[1] if not gpus else [1, 8], key="batch_sizes")
+    if not batch:
+        problems.append("Pick at least one batch size, or untick 'Measure speed'.")
+    else:
+        workload = Workload(int(input_len), int(output_len), tuple(sorted(batch)))
+    engine_ok = {c.name: c for c in state.device_report()[1]}
+    if backend == "tensorrt_llm" and not engine_ok["TensorRT-LLM"].ok:
+        problems.append(f"TensorRT-LLM cannot run here: {engine_ok['TensorRT-LLM'].reason} "
+                        "Choose the PyTorch engine.")
+
+# --- grid, estimate, run ------------------------------------------------------------------------
+st.subheader("5. The sweep")
+name = st.text_input("Experiment name", key="exp_name", value=None if "exp_name" in st.session_state
+                     else sweeps.experiment_name(), help="Results are grouped under this name.")
+if not name or not name.strip():
+    problems.append("Give the experiment a name.")
+if not recipes:
+    problems.append("Check at least one precision (or a sparsity / KV cache choice) to make a recipe.")
+
+if recipes:
+    speed_notes = {}
+    if measure:
+        for sp in {r.sparsity for r in recipes} | {"none"}:
+            for c in state.precision_choices(backend, sp):
+                if c.speed_ok is not None:
+                    speed_notes[(c.name, sp)] = "measured here" if c.speed_ok else f"not measured: {c.speed_reason}"
+    rows = [{"Recipe": "BF16 baseline (always runs)", "Accuracy": "reference",
+             "Speed": speed_notes.get(("bf16", "none"), "not asked") if measure else "not asked"}]
+    rows += [{"Recipe": r.label, "Accuracy": "measured here",
+              "Speed": speed_notes.get((r.precision, r.sparsity), "not asked") if measure else "not asked"}
+             for r in recipes]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="grid_preview")
+    if data is not None:
+        here = devices.device_name(gpus)
+        history = [h for h in state.timing_history() if same_device(h.get("device"), here)]
+        wl_dict = None if workload is None else {"batch_sizes": list(workload.batch_sizes),
+                                                 "output_len": workload.output_len}
+        est = estimate_sweep(len(recipes), data.__dict__, wl_dict, history, here)
+        st.metric("Estimated time", format_duration(est.seconds))
+        st.caption(f"Estimate {est.basis}.")
+
+for problem in problems:
+    st.warning(problem)
+
+payload = title = None
+if not problems and data is not None:
+    payload = sweeps.sweep_payload(name.strip(), model, recipes, data, workload, backend)
+    title = sweeps.sweep_title(model, recipes)
+st.button("▶ Run", type="primary", key="run_sweep", disabled=payload is None, on_click=_queue,
+          args=(payload, title), help="Queues the sweep; it runs in the background while you use the app.")
+
+queued = st.session_state.pop("last_queued", None)
+if queued:
+    job_id, job_title, error = queued
+    if error:
+        st.error(f"The sweep was not queued: {error}")
+    else:
+        st.success(f"Queued job #{job_id}: {job_title}. It runs in the background.")
+        st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon="⏳")

@@ -1,0 +1,121 @@
+"""Jobs: what is queued, running (live), done, failed, cancelled or interrupted; cancel any that has not ended."""
+
+from datetime import datetime, timezone
+
+import streamlit as st
+
+from app import nav, state
+from engine.jobs.worker import STALE_AFTER_S
+
+REFRESH_S = 2.0
+LOG_TAIL_LINES = 15
+STATUS_ICONS = {"queued": "🕓", "running": "🔄", "done": "✅", "failed": "❌", "cancelled": "🚫",
+                "interrupted": "⚠️"}
+
+
+def _seconds_since(iso: str | None, until: str | None = None) -> float | None:
+    if not iso:
+        return None
+    end = datetime.fromisoformat(until) if until else datetime.now(timezone.utc)
+    return max(0.0, (end - datetime.fromisoformat(iso)).total_seconds())
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _log_tail(job: dict, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join((job.get("log") or "").split("\n")[-lines:])
+
+
+def _cancel_button(job: dict) -> None:
+    if st.button("Cancel", key=f"cancel_{job['id']}", help="Stop this job. A running job's process is stopped."):
+        status = state.store().request_cancel(job["id"])
+        st.toast(f"Job {job['id']}: {'cancelled' if status == 'cancelled' else 'stopping'}.")
+        st.rerun(scope="fragment")
+
+
+def _running(job: dict) -> None:
+    with st.container(border=True):
+        head, button = st.columns([5, 1])
+        head.markdown(f"**{STATUS_ICONS['running']} #{job['id']} {job['title']}**")
+        with button:
+            if job["cancel_requested"]:
+                st.caption("stopping...")
+            else:
+                _cancel_button(job)
+        progress = float(job.get("progress") or 0.0)
+        st.progress(min(1.0, max(0.0, progress)), text=f"{job.get('stage') or 'working'} ({progress:.0%})")
+        st.caption(f"Running for {_duration(_seconds_since(job.get('started_at')))}")
+        tail = _log_tail(job)
+        if tail:
+            st.code(tail, language=None)
+
+
+def _queued(job: dict) -> None:
+    with st.container(border=True):
+        head, button = st.columns([5, 1])
+        head.markdown(f"**{STATUS_ICONS['queued']} #{job['id']} {job['title']}**  \n"
+                      f"Waiting for the worker (queued {_duration(_seconds_since(job.get('created_at')))} ago).")
+        with button:
+            _cancel_button(job)
+
+
+def _finished(job: dict) -> None:
+    status = job["status"]
+    took = _duration(_seconds_since(job.get("started_at"), job.get("finished_at")))
+    with st.container(border=True):
+        st.markdown(f"**{STATUS_ICONS.get(status, '')} #{job['id']} {job['title']}**: {status}"
+                    + (f" after {took}" if job.get("started_at") else ""))
+        if status == "done":
+            n = len(job.get("result_ids") or [])
+            st.caption(f"{n} result(s) saved.")
+        elif job.get("error"):
+            (st.error if status == "failed" else st.warning)(job["error"])
+        if job.get("log"):
+            with st.expander("Log"):
+                st.code(_log_tail(job, 60), language=None)
+
+
+@st.fragment(run_every=REFRESH_S)
+def job_board() -> None:
+    store = state.store()
+    store.mark_interrupted_stale(STALE_AFTER_S)  # a job whose worker died is not left "running"
+    jobs = store.list_jobs(limit=200)
+    by_status = {s: [j for j in jobs if j["status"] == s] for s in STATUS_ICONS}
+    counts = " · ".join(f"{STATUS_ICONS[s]} {s}: {len(v)}" for s, v in by_status.items() if v)
+    st.caption(counts or "No jobs yet.")
+    if not jobs:
+        st.info("No jobs yet. Queue a sweep on the Experiment page, or run the demo from the start page.")
+        st.page_link(nav.page("experiment"), label="Build a sweep", icon="🧪")
+        st.page_link(nav.page("home"), label="Run the demo", icon="🏁")
+        return
+    if (by_status["queued"] or by_status["running"]) and not state.worker_alive():
+        st.warning("No worker is running, so these jobs wait. Press **Start worker** in the sidebar, "
+                   "or run `tlab worker` in a terminal.")
+    for job in by_status["running"]:
+        _running(job)
+    for job in reversed(by_status["queued"]):  # oldest first: the order they will run in
+        _queued(job)
+    finished = [j for j in jobs if j["status"] in ("done", "failed", "cancelled", "interrupted")]
+    if finished:
+        st.subheader("Finished")
+        if by_status["done"]:
+            st.page_link(nav.page("results"), label="See the results", icon="📈")
+        for job in finished:
+            _finished(job)
+
+
+st.title("Jobs")
+st.caption("Sweeps run one at a time in a background worker, each in its own process; this page refreshes "
+           "itself every few seconds. Closing the browser does not stop them.")
+job_board()
+with st.expander("Housekeeping"):
+    if st.button("Forget finished jobs", key="forget_finished",
+                 help="Removes done, failed, cancelled and interrupted jobs from this list (results stay)."):
+        gone = state.store().delete_finished_jobs()
+        st.toast(f"Removed {gone} finished job(s).")
+        st.rerun()

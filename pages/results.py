@@ -1,0 +1,129 @@
+"""Results: speedup against accuracy loss for every stored recipe, with the Pareto frontier, a sortable
+table, CSV export, run-by-run comparison and each result's full spec and provenance."""
+
+import pandas as pd
+import streamlit as st
+
+from app import nav, state, sweeps
+from engine import plots
+from engine.store.export import to_csv
+
+TABLE_COLUMNS = ["recipe", "model", "experiment", "x_loss", "y_speedup", "perplexity", "kl_div",
+                 "top1_agreement", "y_decode_tok_s", "device", "backend", "provenance", "created_at", "id"]
+COLUMN_CONFIG = {
+    "recipe": "Recipe", "model": "Model", "experiment": "Run",
+    "x_loss": st.column_config.NumberColumn("Accuracy loss (%)", format="%.3f",
+                                            help="Perplexity increase vs the baseline, in percent"),
+    "y_speedup": st.column_config.NumberColumn("Speedup (x)", format="%.3f", help="Times faster than the baseline"),
+    "perplexity": st.column_config.NumberColumn("Perplexity", format="%.3f"),
+    "kl_div": st.column_config.NumberColumn("KL div.", format="%.4f"),
+    "top1_agreement": st.column_config.NumberColumn("Top-1 agreement", format="%.3f"),
+    "y_decode_tok_s": st.column_config.NumberColumn("Decode tok/s", format="%.1f"),
+    "device": "Device", "backend": "Engine", "provenance": "Provenance",
+    "created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"), "id": "Result id",
+}
+PLOTLY_CONFIG = {"displaylogo": False,
+                 "toImageButtonOptions": {"format": "png", "filename": "tradeoff-lab-chart", "scale": 2}}
+
+
+def _filter(frame: pd.DataFrame, column: str, label: str, container) -> pd.DataFrame:
+    values = sorted(frame[column].dropna().astype(str).unique())
+    if len(values) <= 1:
+        return frame
+    picked = container.multiselect(label, values, default=[], key=f"filter_{column}", placeholder="all")
+    return frame[frame[column].astype(str).isin(picked)] if picked else frame
+
+
+def _empty_state() -> None:
+    jobs = state.store().list_jobs(status=["queued", "running"], limit=5)
+    if jobs:
+        st.info("No results yet. A sweep is in progress: its points appear here as soon as it finishes.")
+        st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon="⏳")
+        return
+    st.info("No results yet. Run the demo sweep on the bundled model (a few minutes on a CPU), or build "
+            "your own on the Experiment page.")
+    if st.button("▶ Run the demo sweep", type="primary", key="results_run_demo"):
+        sweeps.queue_demo()
+        st.switch_page(nav.page("jobs"))
+    st.page_link(nav.page("experiment"), label="Build a sweep", icon="🧪")
+
+
+def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | None = None) -> None:
+    if plots.has_speed(view) and view["y_speedup"].notna().any():
+        fig = plots.speedup_accuracy_figure(view, published, title=title)
+        missing = int(view["y_speedup"].isna().sum())
+        st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
+        if missing:
+            st.caption(f"{missing} result(s) have no speed measurement at this batch size and are not plotted "
+                       "(see the table).")
+    else:
+        st.info("No speed measurements for these results yet, so there is no speedup to plot: the chart shows "
+                "accuracy alone. Run a sweep with **Measure speed** ticked to add speed.")
+        st.plotly_chart(plots.accuracy_figure(view, title=title), key=key, config=PLOTLY_CONFIG)
+
+
+st.title("Results")
+frame = state.results_frame()
+if frame.empty:
+    _empty_state()
+    st.stop()
+
+f1, f2, f3, f4, f5 = st.columns(5)
+view = _filter(frame, "model", "Model", f1)
+view = _filter(view, "experiment", "Run", f2)
+view = _filter(view, "device", "Device", f3)
+view = _filter(view, "precision", "Precision", f4)
+sizes = plots.batch_sizes(view)
+batch = f5.selectbox("Batch size", sizes, key="filter_batch", help="Speedup measured at this batch size") \
+    if sizes else None
+chart = plots.chart_frame(view, batch)
+
+published = state.published_points()
+overlay = plots.matching_published(published, chart) if not published.empty else published
+_chart(chart, overlay if len(overlay) else None, key="main_chart")
+if len(overlay):
+    st.caption("Hollow squares are **published** NVIDIA measurements for the same model and precision: their "
+               "accuracy loss is MMLU loss, not perplexity, and their speed is from their own GPU and engine.")
+st.caption("Marker shape: ● measured on a device · ◇ estimated · □ published. Download the chart as PNG with "
+           "the camera icon at its top right.")
+
+st.subheader("Table")
+shown = [c for c in TABLE_COLUMNS if c in chart.columns]
+selection = st.dataframe(chart[shown], hide_index=True, column_config=COLUMN_CONFIG, key="results_table",
+                         on_select="rerun", selection_mode="single-row", width="stretch", height=320)
+ids = chart["id"].tolist()
+st.download_button("⬇ Download CSV", data=lambda: to_csv(state.store().list_results(ids=ids)),
+                   file_name="tradeoff-lab-results.csv", mime="text/csv", key="download_csv",
+                   help="Every metric and provenance field of the results shown above.")
+
+rows = selection.selection.rows if selection is not None else []
+if rows:
+    result_id = chart.iloc[rows[0]]["id"]
+    record = state.store().get_result(result_id)
+    if record:
+        st.subheader(f"{chart.iloc[rows[0]]['recipe']}: details")
+        c1, c2 = st.columns(2)
+        c1.markdown("**Spec**")
+        c1.json(record.get("spec") or {})
+        c2.markdown("**Provenance** (where each number came from)")
+        c2.json(record.get("provenance") or {})
+        with st.expander("All metrics, timings and versions"):
+            st.json({k: record.get(k) for k in ("metrics", "units", "timings", "versions", "device", "created_at")})
+else:
+    st.caption("Select a row to see its full spec and provenance.")
+
+runs = sorted(frame["experiment"].dropna().unique())
+if len(runs) >= 2:
+    st.subheader("Compare runs")
+    picked = st.multiselect("Runs to compare side by side", runs, default=runs[-2:], key="compare_runs")
+    if len(picked) >= 2:
+        cols = st.columns(min(len(picked), 3))
+        for i, run in enumerate(picked):
+            with cols[i % len(cols)]:
+                part = plots.chart_frame(frame[frame["experiment"] == run], batch)
+                _chart(part, None, key=f"compare_{i}", title=run)
+        both = plots.chart_frame(frame[frame["experiment"].isin(picked)], batch)
+        table = both.pivot_table(index="recipe", columns="experiment", values=["x_loss", "y_speedup"],
+                                 aggfunc="first")
+        table.columns = [f"{'loss %' if m == 'x_loss' else 'speedup'} · {run}" for m, run in table.columns]
+        st.dataframe(table, width="stretch", key="compare_table")
