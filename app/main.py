@@ -11,11 +11,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ first on the path, not the repo
     sys.path.insert(0, str(ROOT))
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from app import nav, sidebar, state  # noqa: E402
+from app import nav, sidebar, state
 
-st.set_page_config(page_title="Tradeoff Lab", page_icon="⚖️", layout="wide")
+st.set_page_config(page_title="Tradeoff Lab", page_icon=":material/balance:", layout="wide")
 current = st.navigation(nav.all_pages())
 state.ensure_worker()
 sidebar.render()

@@ -10,12 +10,12 @@ PAGES_DIR = ROOT / "pages"
 
 # name -> (file in pages/, title, icon)
 PAGES = {
-    "home": ("home.py", "Start here", "🏁"),
-    "experiment": ("experiment.py", "Experiment", "🧪"),
-    "jobs": ("jobs.py", "Jobs", "⏳"),
-    "results": ("results.py", "Results", "📈"),
-    "reference": ("reference.py", "Reference", "📚"),
-    "gpu_selector": ("gpu_selector.py", "GPU Selector", "🖥️"),  # written separately; listed once it exists
+    "home": ("home.py", "Start here", ":material/flag:"),
+    "experiment": ("experiment.py", "Experiment", ":material/science:"),
+    "jobs": ("jobs.py", "Jobs", ":material/hourglass_top:"),
+    "results": ("results.py", "Results", ":material/scatter_plot:"),
+    "reference": ("reference.py", "Reference", ":material/menu_book:"),
+    "gpu_selector": ("gpu_selector.py", "GPU Selector", ":material/memory:"),  # written separately; listed once it exists
 }
 
 

@@ -20,15 +20,15 @@ def render() -> None:
         st.caption("Engines")
         lines = []
         for check in checks:
-            mark = "✅" if check.ok else "⛔"
+            mark = ":material/check_circle:" if check.ok else ":material/block:"
             version = f" {check.version}" if check.ok and check.version else ""
             lines.append(f"{mark} **{check.name}**{version}: {check.reason}")
         st.markdown("  \n".join(lines))
         st.caption("Jobs")
         if state.worker_alive():
-            st.markdown("🟢 Worker running: queued jobs start by themselves.")
+            st.markdown(":material/play_circle: Worker running: queued jobs start by themselves.")
         else:
-            st.markdown("🟠 No worker is running, so queued jobs wait.")
+            st.markdown(":material/pause_circle: No worker is running, so queued jobs wait.")
             if st.button("Start worker", key="sidebar_start_worker",
                          help="Starts a background process that runs queued jobs (same as `tlab worker`)."):
                 from engine.jobs.worker import start_worker_process

@@ -30,6 +30,8 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--precisions", default="fp8,int8_sq,int4_awq,w4a8_awq",
                    help="comma list of: bf16 fp16 fp8 int8_sq int4_awq w4a8_awq nvfp4")
     p.add_argument("--sparsity", default="none", help="comma list of: none magnitude sparsegpt (all 2:4)")
+    p.add_argument("--recipes", default=None,
+                   help="explicit recipe list instead of the grid, e.g. fp8,int4_awq,bf16+sparsegpt")
     p.add_argument("--kv-cache", default="auto", choices=["auto", "fp8"], help="KV cache precision")
     p.add_argument("--calib-size", type=int, default=32, help="number of calibration sequences")
     p.add_argument("--calib-seq-len", type=int, default=256, help="tokens per calibration sequence")
@@ -55,7 +57,10 @@ def run_sweep_cmd(args) -> int:
     from engine.spec import DataSpec, ModelRef, Workload
     from engine.store import open_store
 
-    recipes = pipeline.grid(_csv(args.precisions), _csv(args.sparsity), args.kv_cache)
+    if args.recipes:
+        recipes = [pipeline.parse_recipe(r, args.kv_cache) for r in _csv(args.recipes)]
+    else:
+        recipes = pipeline.grid(_csv(args.precisions), _csv(args.sparsity), args.kv_cache)
     data = DataSpec(args.data, args.calib_size, args.calib_seq_len, args.eval_tokens, args.eval_seq_len, args.seed)
     workload = Workload(args.isl, args.osl, tuple(args.batch_sizes)) if args.benchmark else None
     store = open_store()

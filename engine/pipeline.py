@@ -30,6 +30,12 @@ def grid(precisions: list[str], sparsities: list[str], kv_cache: str = "auto") -
     return recipes
 
 
+def parse_recipe(text: str, kv_cache: str = "auto") -> Recipe:
+    """'int4_awq', 'bf16+sparsegpt' or 'fp8+none' -> Recipe."""
+    precision, _, sparsity = text.partition("+")
+    return Recipe(precision, sparsity or "none", kv_cache)
+
+
 def plan(model: ModelRef, recipes: list[Recipe], data: DataSpec, workload: Workload | None,
          device: str) -> list[ExperimentSpec]:
     if BASELINE not in recipes:

@@ -81,17 +81,19 @@ if model.source and model_kind != "bundled":
 st.subheader("2. Recipes")
 choices = [c for c in state.precision_choices(None) if c.name != "bf16"]
 st.markdown("**Precisions**")
-columns = st.columns(len(choices))
+DEFAULT_PRECISIONS = ("fp8", "int8_sq")
+columns = st.columns(3)
 precisions = []
-for col, choice in zip(columns, choices):
+for i, choice in enumerate(choices):
     prec = registry.precision(choice.name)
-    checked = col.checkbox(choice.label, key=f"prec_{choice.name}", value=False, disabled=not choice.runnable,
-                           help=choice.reason if not choice.runnable else prec.description)
+    checked = columns[i % 3].checkbox(
+        f"{choice.label}", key=f"prec_{choice.name}", value=choice.runnable and choice.name in DEFAULT_PRECISIONS,
+        disabled=not choice.runnable, help=choice.reason if not choice.runnable else prec.description)
     if checked and choice.runnable:
         precisions.append(choice.name)
 for choice in choices:
     if not choice.runnable:
-        st.caption(f"⛔ {choice.label} is not available here: {choice.reason}")
+        st.caption(f":material/block: {choice.label} is not available here: {choice.reason}")
 c1, c2 = st.columns(2)
 sparsities = c1.multiselect("2:4 sparsity", list(registry.SPARSITIES), default=["none"], key="sparsities",
                             format_func=lambda s: registry.SPARSITIES[s].label,
@@ -191,7 +193,7 @@ payload = title = None
 if not problems and data is not None:
     payload = sweeps.sweep_payload(name.strip(), model, recipes, data, workload, backend)
     title = sweeps.sweep_title(model, recipes)
-st.button("▶ Run", type="primary", key="run_sweep", disabled=payload is None, on_click=_queue,
+st.button("Run", type="primary", key="run_sweep", disabled=payload is None, on_click=_queue,
           args=(payload, title), help="Queues the sweep; it runs in the background while you use the app.")
 
 queued = st.session_state.pop("last_queued", None)
@@ -201,4 +203,4 @@ if queued:
         st.error(f"The sweep was not queued: {error}")
     else:
         st.success(f"Queued job #{job_id}: {job_title}. It runs in the background.")
-        st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon="⏳")
+        st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon=":material/hourglass_top:")

@@ -20,11 +20,11 @@ active = [j for j in jobs if j["status"] in ("queued", "running")]
 if frame.empty and not jobs:
     st.subheader("First time here? Run the demo")
     st.markdown(sweeps.DEMO_DESCRIPTION)
-    if st.button("▶ Run the demo sweep", type="primary", key="run_demo"):
+    if st.button("Run the demo sweep", type="primary", key="run_demo"):
         sweeps.queue_demo()
         st.switch_page(nav.page("jobs"))
     st.caption("Or build your own sweep on the Experiment page.")
-    st.page_link(nav.page("experiment"), label="Build a sweep", icon="🧪")
+    st.page_link(nav.page("experiment"), label="Build a sweep", icon=":material/science:")
 else:
     c1, c2, c3 = st.columns(3)
     c1.metric("Results stored", len(frame))
@@ -32,14 +32,14 @@ else:
     c3.metric("Jobs queued or running", len(active))
     if active:
         st.info(f"{len(active)} job(s) in progress: follow them on the Jobs page.")
-        st.page_link(nav.page("jobs"), label="Go to Jobs", icon="⏳")
+        st.page_link(nav.page("jobs"), label="Go to Jobs", icon=":material/hourglass_top:")
     if not frame.empty:
-        st.page_link(nav.page("results"), label="See the speedup vs accuracy chart", icon="📈")
+        st.page_link(nav.page("results"), label="See the speedup vs accuracy chart", icon=":material/scatter_plot:")
     elif not active:
         st.info("No results yet: the jobs so far did not finish. The Jobs page says why.")
-    st.page_link(nav.page("experiment"), label="Build a new sweep", icon="🧪")
+    st.page_link(nav.page("experiment"), label="Build a new sweep", icon=":material/science:")
     with st.expander("Run the demo sweep again"):
         st.markdown(sweeps.DEMO_DESCRIPTION)
-        if st.button("▶ Run the demo sweep", key="run_demo_again"):
+        if st.button("Run the demo sweep", key="run_demo_again"):
             sweeps.queue_demo()
             st.switch_page(nav.page("jobs"))

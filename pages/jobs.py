@@ -9,8 +9,8 @@ from engine.jobs.worker import STALE_AFTER_S
 
 REFRESH_S = 2.0
 LOG_TAIL_LINES = 15
-STATUS_ICONS = {"queued": "🕓", "running": "🔄", "done": "✅", "failed": "❌", "cancelled": "🚫",
-                "interrupted": "⚠️"}
+STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
+                "failed": ":material/error:", "cancelled": ":material/block:", "interrupted": ":material/warning:"}
 
 
 def _seconds_since(iso: str | None, until: str | None = None) -> float | None:
@@ -31,11 +31,14 @@ def _log_tail(job: dict, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join((job.get("log") or "").split("\n")[-lines:])
 
 
+def _cancel(job_id: int) -> None:
+    status = state.store().request_cancel(job_id)
+    st.toast(f"Job {job_id}: {'cancelled' if status == 'cancelled' else 'stopping'}.")
+
+
 def _cancel_button(job: dict) -> None:
-    if st.button("Cancel", key=f"cancel_{job['id']}", help="Stop this job. A running job's process is stopped."):
-        status = state.store().request_cancel(job["id"])
-        st.toast(f"Job {job['id']}: {'cancelled' if status == 'cancelled' else 'stopping'}.")
-        st.rerun(scope="fragment")
+    st.button("Cancel", key=f"cancel_{job['id']}", on_click=_cancel, args=(job["id"],),
+              help="Stop this job. A running job's process is stopped.")
 
 
 def _running(job: dict) -> None:
@@ -90,8 +93,8 @@ def job_board() -> None:
     st.caption(counts or "No jobs yet.")
     if not jobs:
         st.info("No jobs yet. Queue a sweep on the Experiment page, or run the demo from the start page.")
-        st.page_link(nav.page("experiment"), label="Build a sweep", icon="🧪")
-        st.page_link(nav.page("home"), label="Run the demo", icon="🏁")
+        st.page_link(nav.page("experiment"), label="Build a sweep", icon=":material/science:")
+        st.page_link(nav.page("home"), label="Run the demo", icon=":material/flag:")
         return
     if (by_status["queued"] or by_status["running"]) and not state.worker_alive():
         st.warning("No worker is running, so these jobs wait. Press **Start worker** in the sidebar, "
@@ -104,7 +107,7 @@ def job_board() -> None:
     if finished:
         st.subheader("Finished")
         if by_status["done"]:
-            st.page_link(nav.page("results"), label="See the results", icon="📈")
+            st.page_link(nav.page("results"), label="See the results", icon=":material/scatter_plot:")
         for job in finished:
             _finished(job)
 

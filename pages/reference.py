@@ -52,6 +52,6 @@ with tab_tradeoff:
 with tab_table:
     st.dataframe(view.drop(columns=["provenance"]), hide_index=True, width="stretch", key="ref_table",
                  column_config={"source": st.column_config.LinkColumn("Source")})
-    st.download_button("⬇ Download CSV", view.to_csv(index=False), file_name="published-measurements.csv",
+    st.download_button("Download CSV", view.to_csv(index=False), file_name="published-measurements.csv",
                        mime="text/csv", key="ref_csv")
 st.caption(f"{len(view)} of {len(frame)} published rows shown.")

@@ -26,26 +26,37 @@ PLOTLY_CONFIG = {"displaylogo": False,
                  "toImageButtonOptions": {"format": "png", "filename": "tradeoff-lab-chart", "scale": 2}}
 
 
-def _filter(frame: pd.DataFrame, column: str, label: str, container) -> pd.DataFrame:
-    values = sorted(frame[column].dropna().astype(str).unique())
-    if len(values) <= 1:
-        return frame
-    picked = container.multiselect(label, values, default=[], key=f"filter_{column}", placeholder="all")
-    return frame[frame[column].astype(str).isin(picked)] if picked else frame
+FILTERS = [("model", "Model"), ("experiment", "Run"), ("device", "Device"), ("precision", "Precision")]
+
+
+def _filters(frame: pd.DataFrame) -> pd.DataFrame:
+    """Filter widgets (only for columns with more than one value) and the rows they keep."""
+    options = {c: sorted(frame[c].dropna().astype(str).unique()) for c, _ in FILTERS}
+    shown = [(c, label) for c, label in FILTERS if len(options[c]) > 1]
+    sizes = plots.batch_sizes(frame)
+    cols = st.columns(len(shown) + 1)
+    view = frame
+    for col, (column, label) in zip(cols, shown):
+        picked = col.multiselect(label, options[column], default=[], key=f"filter_{column}", placeholder="all")
+        if picked:
+            view = view[view[column].astype(str).isin(picked)]
+    batch = cols[-1].selectbox("Batch size", sizes, key="filter_batch",
+                               help="Speedup measured at this batch size") if sizes else None
+    return view, batch
 
 
 def _empty_state() -> None:
     jobs = state.store().list_jobs(status=["queued", "running"], limit=5)
     if jobs:
         st.info("No results yet. A sweep is in progress: its points appear here as soon as it finishes.")
-        st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon="⏳")
+        st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon=":material/hourglass_top:")
         return
     st.info("No results yet. Run the demo sweep on the bundled model (a few minutes on a CPU), or build "
             "your own on the Experiment page.")
-    if st.button("▶ Run the demo sweep", type="primary", key="results_run_demo"):
+    if st.button("Run the demo sweep", type="primary", key="results_run_demo"):
         sweeps.queue_demo()
         st.switch_page(nav.page("jobs"))
-    st.page_link(nav.page("experiment"), label="Build a sweep", icon="🧪")
+    st.page_link(nav.page("experiment"), label="Build a sweep", icon=":material/science:")
 
 
 def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | None = None) -> None:
@@ -68,14 +79,7 @@ if frame.empty:
     _empty_state()
     st.stop()
 
-f1, f2, f3, f4, f5 = st.columns(5)
-view = _filter(frame, "model", "Model", f1)
-view = _filter(view, "experiment", "Run", f2)
-view = _filter(view, "device", "Device", f3)
-view = _filter(view, "precision", "Precision", f4)
-sizes = plots.batch_sizes(view)
-batch = f5.selectbox("Batch size", sizes, key="filter_batch", help="Speedup measured at this batch size") \
-    if sizes else None
+view, batch = _filters(frame)
 chart = plots.chart_frame(view, batch)
 
 published = state.published_points()
@@ -92,7 +96,7 @@ shown = [c for c in TABLE_COLUMNS if c in chart.columns]
 selection = st.dataframe(chart[shown], hide_index=True, column_config=COLUMN_CONFIG, key="results_table",
                          on_select="rerun", selection_mode="single-row", width="stretch", height=320)
 ids = chart["id"].tolist()
-st.download_button("⬇ Download CSV", data=lambda: to_csv(state.store().list_results(ids=ids)),
+st.download_button("Download CSV", data=lambda: to_csv(state.store().list_results(ids=ids)),
                    file_name="tradeoff-lab-results.csv", mime="text/csv", key="download_csv",
                    help="Every metric and provenance field of the results shown above.")
 

@@ -16,7 +16,7 @@ from engine.errors import ModelLoadError, UnknownNameError
 from engine.perf.paths import asset
 
 # Families whose MLP is up -> act -> down (2 matrices); everything else here is gated (3 matrices).
-TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3", "falcon", "mpt"}
+TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3", "mpt"}
 UNGATED_TYPES = {"gptj", "falcon", "mpt", "gpt2", "gpt_neox", "opt", "bloom", "gpt_bigcode", "phi"}
 
 

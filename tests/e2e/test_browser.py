@@ -1,0 +1,177 @@
+"""End to end in a real browser: open the app, run the demo sweep on the bundled model, watch the job
+finish, see points on the results chart, download the CSV and the chart's PNG.
+
+Runs `streamlit run app/main.py` (which starts its own worker) on a free local port with a fresh
+TLAB_HOME and drives Debian's Chromium (/usr/bin/chromium; .ci/install_browser.sh installs it) with
+Playwright. Screenshots of every page go to artifacts/screenshots/. Takes a few minutes: the demo
+really calibrates, evaluates and benchmarks the bundled model.
+"""
+
+import csv
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = REPO / "artifacts" / "screenshots"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+JOB_TIMEOUT_S = 900
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"{CHROMIUM} is missing: run .ci/install_browser.sh (CI does) to install Debian's chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"streamlit did not become healthy in {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def app_url(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("TLAB_HOME", str(home))
+    monkeypatch.delenv("TLAB_STORE_URL", raising=False)
+    monkeypatch.delenv("TLAB_APP_WORKER", raising=False)  # the app starts its own worker, as for a user
+    port = _free_port()
+    log = tmp_path / "streamlit.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+                                 "--server.headless", "true"], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url
+    finally:
+        from engine.jobs.worker import worker_running
+        from engine.paths import default_store_url
+
+        worker = worker_running(default_store_url())
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if worker and worker > 0:  # it would leave by itself once its parent is gone; do not wait for that
+            try:
+                os.kill(worker, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        (SHOTS / "streamlit.log").write_text(log.read_text(errors="replace"))
+
+
+@pytest.fixture
+def page():
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        pg = context.new_page()
+        pg.set_default_timeout(60_000)
+        yield pg
+        context.close()
+        browser.close()
+
+
+def _shot(page, name: str) -> None:
+    page.wait_for_timeout(1500)  # let charts finish drawing
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _wait_for_job(page) -> None:
+    """Wait on the Jobs page until the demo job has ended; fail with its error if it did not succeed."""
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    shot_running = False
+    while time.monotonic() < deadline:
+        body = page.inner_text("body")
+        if re.search(r"Demo sweep.*: done", body):
+            return
+        ended = re.search(r"Demo sweep.*: (failed|interrupted|cancelled)", body)
+        if ended:
+            _shot(page, "jobs_failed")
+            raise AssertionError(f"The demo job ended {ended.group(1)}:\n{body[-3000:]}")
+        if not shot_running and "Running for" in body:
+            _shot(page, "jobs_running")
+            shot_running = True
+        page.wait_for_timeout(2000)
+    _shot(page, "jobs_timeout")
+    raise AssertionError(f"The demo job did not finish in {JOB_TIMEOUT_S} s:\n{page.inner_text('body')[-3000:]}")
+
+
+def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
+    page.goto(app_url)
+    page.get_by_role("heading", name="Tradeoff Lab").wait_for()
+    page.get_by_text("This machine").wait_for()
+    _shot(page, "home_first_screen")
+
+    page.get_by_role("button", name="Run the demo sweep").click()
+    page.wait_for_url(re.compile(r"/jobs$"))
+    page.get_by_text(re.compile("Demo sweep")).first.wait_for()
+    _wait_for_job(page)
+    _shot(page, "jobs_done")
+
+    page.get_by_role("link", name="See the results").click()
+    page.wait_for_url(re.compile(r"/results$"))
+    chart = page.locator(".js-plotly-plot").first
+    chart.wait_for()
+    points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
+    points.first.wait_for()
+    assert points.count() >= 2  # the baseline and at least one timed recipe
+    assert "Pareto frontier" in chart.inner_text()
+    _shot(page, "results")
+
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download CSV").click()
+    csv_path = SHOTS.parent / "results.csv"
+    download_info.value.save_as(csv_path)
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert len(rows) >= 3 and {"precision", "ppl_increase_pct", "speedup", "provenance"} <= set(rows[0])
+    assert {r["precision"] for r in rows} >= {"bf16"}
+
+    chart.hover()
+    with page.expect_download() as png_info:
+        page.locator(".modebar-btn[data-title='Download plot as a png']").first.click()
+    png_path = SHOTS.parent / "chart.png"
+    png_info.value.save_as(png_path)
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    for name in ("experiment", "reference", "gpu_selector"):
+        page.goto(f"{app_url}/{name}")
+        page.get_by_text("This machine").wait_for()
+        page.wait_for_timeout(2000)
+        assert not page.locator("[data-testid='stException']").count(), f"{name} page raised"
+        _shot(page, name)

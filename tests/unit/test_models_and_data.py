@@ -1,0 +1,103 @@
+import time
+
+import pytest
+
+from engine.data import load_documents, split_documents
+from engine.errors import DataError, ModelLoadError
+from engine.models.loader import resolve
+from engine.spec import ModelRef
+from tests.conftest import requires_bundled
+
+
+def test_missing_model_folder_says_what_to_give(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        resolve(ModelRef(str(tmp_path / "nope")))
+
+
+def test_pickle_only_folder_is_refused(tmp_path):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    with pytest.raises(ModelLoadError, match="only pickled weights") as err:
+        resolve(ModelRef(str(folder)))
+    assert "safetensors" in str(err.value)
+
+
+def test_folder_without_weights(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="no model weights"):
+        resolve(ModelRef(str(tmp_path)))
+
+
+def test_unreachable_hub_model_fails_fast(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from engine.models import load_model
+
+    t0 = time.monotonic()
+    with pytest.raises(ModelLoadError, match="(not in the local cache|not a model)"):
+        load_model(ModelRef("someone-who-does-not-exist/no-such-model-xyz"))
+    assert time.monotonic() - t0 < 30
+
+
+@requires_bundled
+def test_bundled_model_resolves_to_gguf():
+    loc = resolve(ModelRef())
+    assert loc.gguf_file.endswith(".gguf")
+    assert loc.hf_id == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_bundled_corpus_splits_disjointly():
+    docs = load_documents("bundled")
+    calib, evaluation = split_documents(docs)
+    assert len(calib) > 4 * len(evaluation) * 0.9
+    assert not set(calib) & set(evaluation)
+    assert len(calib) + len(evaluation) <= len(docs)
+
+
+def test_user_jsonl_and_bad_lines(tmp_path):
+    good = tmp_path / "d.jsonl"
+    good.write_text('{"text": "a"}\n{"text": "b"}\n')
+    assert load_documents(str(good)) == ["a", "b"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a"}\nnot json\n')
+    with pytest.raises(DataError, match="line 2"):
+        load_documents(str(bad))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n  \n")
+    with pytest.raises(DataError, match="no text"):
+        load_documents(str(empty))
+
+
+class _CharTokenizer:
+    """One token per character: enough to test windowing without a real tokenizer."""
+
+    def __call__(self, text, return_tensors=None):
+        import torch
+
+        class Out:
+            input_ids = torch.tensor([[ord(c) % 256 for c in text]])
+
+        return Out()
+
+
+def test_too_short_evaluation_text_is_an_error(tmp_path):
+    from engine.data import prepare
+    from engine.spec import DataSpec
+
+    f = tmp_path / "short.txt"
+    f.write_text("calibration paragraph " * 50 + "\n\n" + "eval")
+    with pytest.raises(DataError, match="Lower --eval-tokens"):
+        prepare(_CharTokenizer(), DataSpec(str(f), calib_size=2, calib_seq_len=16, eval_tokens=4096))
+
+
+def test_windows_and_calibration_are_deterministic(tmp_path):
+    from engine.data import prepare
+    from engine.spec import DataSpec
+
+    f = tmp_path / "t.txt"
+    f.write_text("\n\n".join(f"paragraph {i} " * 20 for i in range(50)))
+    spec = DataSpec(str(f), calib_size=3, calib_seq_len=32, eval_tokens=256, eval_seq_len=64)
+    a, b = prepare(_CharTokenizer(), spec), prepare(_CharTokenizer(), spec)
+    assert a.eval_ids.shape == (4, 64)
+    assert all((x == y).all() for x, y in zip(a.calib, b.calib))

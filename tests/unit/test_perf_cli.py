@@ -1,0 +1,91 @@
+"""`tlab estimate` contract: flags, --batch max, --input JSONL, errors as JSON with exit code 2."""
+
+import json
+
+import pytest
+
+from engine.perf.cli import main
+
+CONTRACT = ("output_tokens_per_sec", "output_tokens_per_sec_per_gpu", "ttft_ms", "tpot_ms", "fits_in_memory",
+            "weights_gib", "max_batch_that_fits", "provenance")
+BASE = ["estimate", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "h100-sxm", "--precision", "fp8",
+        "--isl", "2048", "--osl", "128"]
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_single_query_prints_one_json_object(capsys):
+    rc, out, _ = run(capsys, *BASE, "--batch", "8", "--json")
+    e = json.loads(out)
+    assert rc == 0 and all(k in e for k in CONTRACT)
+    assert e["provenance"] == "estimated" and e["batch"] == 8 and e["tp"] == 1
+    assert e["output_tokens_per_sec"] == pytest.approx(e["output_tokens_per_sec_per_gpu"])
+
+
+def test_tp_sparsity_and_batch_max(capsys):
+    rc, out, _ = run(capsys, *BASE, "--batch", "max", "--tp", "2", "--sparsity", "2:4", "--json")
+    e = json.loads(out)
+    assert rc == 0 and e["sparsity"] == "2:4" and e["tp"] == 2
+    assert e["batch"] == e["max_batch_that_fits"] and e["fits_in_memory"]
+    assert e["output_tokens_per_sec_per_gpu"] == pytest.approx(e["output_tokens_per_sec"] / 2, rel=1e-3)
+
+
+def test_human_output_mentions_provenance(capsys):
+    rc, out, _ = run(capsys, *BASE, "--batch", "1")
+    assert rc == 0 and "[estimated]" in out and "calibrated from" in out
+
+
+def test_input_jsonl_one_result_per_line(tmp_path, capsys):
+    f = tmp_path / "q.jsonl"
+    f.write_text("\n".join([
+        json.dumps({"model": "meta-llama/Llama-3.1-8B", "gpu": "h200", "precision": "int4_awq", "batch": 1,
+                    "isl": 2048, "osl": 128}),
+        json.dumps({"model": "meta-llama/Llama-3.1-70B", "gpu": "h200", "precision": "bf16", "batch": 8,
+                    "isl": 2048, "osl": 128, "tp": 2, "sparsity": None}),
+        "",
+        json.dumps({"model": "meta-llama/Llama-3.1-8B", "gpu": "a100-sxm-80gb", "precision": "fp8", "batch": 1,
+                    "isl": 128, "osl": 128}),
+        "{broken",
+    ]))
+    rc, out, _ = run(capsys, "estimate", "--input", str(f))
+    lines = [json.loads(x) for x in out.strip().splitlines()]
+    assert rc == 2 and len(lines) == 4
+    assert lines[0]["precision"] == "int4_awq" and lines[1]["tp"] == 2
+    assert all(k in lines[0] for k in CONTRACT)
+    assert lines[2]["line"] == 4 and "Ampere" in lines[2]["error"]
+    assert lines[3]["line"] == 5 and "not valid JSON" in lines[3]["error"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--gpu", "h100"], "Did you mean"), (["--precision", "nvfp4"], "Blackwell"),
+    (["--batch", "0"], "positive whole number"), (["--model", "meta-llama/Llama-2-7b-hf", "--isl", "5000"], "context"),
+])
+def test_errors_are_json_and_exit_2(capsys, extra, match):
+    argv = BASE + ["--batch", "1", "--json"]
+    for i in range(0, len(extra), 2):
+        j = argv.index(extra[i])
+        argv[j + 1] = extra[i + 1]
+    rc, out, err = run(capsys, *argv)
+    assert rc == 2 and match in json.loads(out)["error"] and match in err
+
+
+def test_model_too_big_reports_smallest_tp(capsys):
+    rc, out, err = run(capsys, "estimate", "--model", "meta-llama/Llama-3.1-405B", "--gpu", "h100-sxm",
+                       "--precision", "fp8", "--batch", "1", "--isl", "128", "--osl", "128", "--json")
+    e = json.loads(out)
+    assert rc == 0 and e["fits_in_memory"] is False and e["output_tokens_per_sec"] is None
+    assert e["smallest_tp_that_fits"] == 8 and "smallest TP that fits is 8" in err
+
+
+def test_missing_flags_and_unknown_jsonl_fields(tmp_path, capsys):
+    rc, out, _ = run(capsys, "estimate", "--model", "meta-llama/Llama-3.1-8B", "--json")
+    assert rc == 2 and "missing" in json.loads(out)["error"]
+    f = tmp_path / "q.jsonl"
+    f.write_text(json.dumps({"model": "m", "gpu": "h200", "precision": "fp8", "batch": 1, "isl": 1, "osl": 1,
+                             "tensor_parallel": 2}))
+    rc, out, _ = run(capsys, "estimate", "--input", str(f))
+    assert rc == 2 and "tensor_parallel" in json.loads(out)["error"]
