@@ -80,6 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-size", type=int, default=8, help="calibration sequences of 128 tokens")
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--precisions", nargs="+", default=["int8_sq", "int4_awq"])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -93,6 +94,8 @@ def main(argv=None) -> int:
     from engine.spec import DataSpec, ModelRef, Recipe, Workload
 
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     lm = load_model(ModelRef())
     spec = DataSpec(calib_size=args.calib_size, calib_seq_len=128, eval_tokens=args.eval_tokens, eval_seq_len=512)
     prepared = data.prepare(lm.tokenizer, spec)
@@ -107,31 +110,39 @@ def main(argv=None) -> int:
     for p in ("fp8", "w4a8_awq", "nvfp4"):
         print(f"  {p:9s} not measured: {rt.availability(p).reason}")
 
-    rows = []  # (label, precision, measurements, ppl_sim, ppl_dep)
+    entries, labels, ppls = [], [], []  # interleaved benchmark entries: (model, recipe)
     base_ppl = perplexity(lm.model, prepared.eval_ids)
-    log(f"FP32 perplexity {base_ppl:.3f}; benchmarking FP32 baseline")
-    rows.append(("FP32 (CPU baseline)", "bf16", rt.benchmark(lm.model, Recipe("bf16"), workload, log), base_ppl, base_ppl))
-
+    log(f"FP32 perplexity {base_ppl:.3f}")
+    entries.append((rt.deploy(lm.model, "bf16"), Recipe("bf16")))
+    labels.append("FP32 (CPU baseline)")
+    ppls.append((base_ppl, base_ppl))
     for precision in args.precisions:
         model = calibrated(lm.model, precision, prepared.calib, cache_dir, tag)
         sim_ppl = perplexity(model, prepared.eval_ids)
         variants = ["static", "dynamic"] if precision == "int8_sq" else ["static"]
         for act in variants:
-            rt_v = TorchRuntime(device="cpu", warmup=args.warmup, repeats=args.repeats, int8_activations=act)
-            deployed = rt_v.deploy(model, precision)
+            deployed = TorchRuntime(device="cpu", int8_activations=act).deploy(model, precision)
             dep_ppl = perplexity(deployed, prepared.eval_ids)
             label = {"int8_sq": f"INT8 SQ W8A8 ({act} act.)", "int4_awq": "INT4 AWQ W4A16 (bf16 act.)"}[precision]
             log(f"{label}: perplexity simulated {sim_ppl:.3f}, deployed {dep_ppl:.3f}; kernels {deployed_kernels(deployed)}")
-            rows.append((label, precision, rt_v.benchmark(deployed, Recipe(precision), workload, log), sim_ppl, dep_ppl))
-            del deployed
+            entries.append((deployed, Recipe(precision)))
+            labels.append(label)
+            ppls.append((sim_ppl, dep_ppl))
         del model
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    results = rt.compare(entries, workload, log)
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    rows = [(label, recipe.precision, ms, sim, dep)
+            for label, (_, recipe), ms, (sim, dep) in zip(labels, entries, results, ppls)]
 
     dev = rows[0][2][0].provenance["device"]
-    print(f"\nMeasured on {dev['name']} ({dev['cores']} cores, {dev['threads']} threads, {dev['isa']}), "
+    print(f"\nLoad average (1/5/15 min) before the timed runs {'/'.join(load_before)}, after "
+          f"{'/'.join(load_after)}: other programs on this machine slow every recipe; runs were interleaved.")
+    print(f"Measured on {dev['name']} ({dev['cores']} cores, {dev['threads']} threads, {dev['isa']}), "
           f"torch {torch.__version__}; ISL {args.input_len}, OSL {args.output_len}; median ± (max-min)/median "
           f"of {args.repeats} runs after {args.warmup} warm-up")
     print(f"{'recipe':30s} {'batch':>5s} {'decode tok/s':>15s} {'TPOT ms':>13s} {'TTFT ms':>14s} "
-          f"{'peak RSS MB':>12s} {'weights MB':>10s} {'vs FP32':>8s} {'goal':>12s}")
+          f"{'proc. RSS MB':>12s} {'weights MB':>10s} {'vs FP32':>8s} {'goal':>12s}")
     failures = 0
     for label, precision, ms, _, _ in rows:
         for m in ms:

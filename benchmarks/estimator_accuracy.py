@@ -44,18 +44,20 @@ def pct(x):
 def loso_section() -> bool:
     rows = fixed_batch_throughput()
     skipped = rows[~rows.estimable]
-    pts = calibrate.published_points()
-    print(f"== 1. Leave-one-source-out, fixed-batch output throughput ({len(pts)} rows from "
-          f"{pts.source.nunique()} sources; {len(skipped)} rows skipped because the source does not state "
+    pts = calibrate.published_points()  # the shipped calibration's points: fixed-batch rows
+    fixed_pts = pts
+    print(f"== 1. Leave-one-source-out, fixed-batch output throughput ({len(fixed_pts)} rows from "
+          f"{fixed_pts.source.nunique()} sources; {len(skipped)} rows skipped because the source does not state "
           "what an estimate needs)")
     for why, n in skipped.why_not.value_counts().items():
         print(f"   skipped {n:3d}: {why}")
-    loso = calibrate.leave_one_source_out(pts)
+    full = calibrate.leave_one_source_out(pts)
+    loso = full[full.batch_mode == "fixed"].copy()
     loso["e_cal"] = abs_err(loso.predicted, loso.output_tokens_per_sec)
-    loso["e_prior"] = abs_err(calibrate.predict(pts, prior_params()), pts.output_tokens_per_sec)
-    loso["e_plain"] = abs_err(calibrate.predict(pts, calibrate.PLAIN_ROOFLINE), pts.output_tokens_per_sec)
-    fit_all = calibrate.fit(pts)
-    loso["e_in"] = abs_err(fit_all.points.predicted, fit_all.points.output_tokens_per_sec)
+    loso["e_prior"] = abs_err(calibrate.predict(loso, prior_params()), loso.output_tokens_per_sec)
+    loso["e_plain"] = abs_err(calibrate.predict(loso, calibrate.PLAIN_ROOFLINE), loso.output_tokens_per_sec)
+    shipped = calibrate.fit(pts)
+    e_in = abs_err(shipped.points.predicted, shipped.points.output_tokens_per_sec)
     print(f"   {'source (held out)':48s} {'n':>3s} | {'calibrated, LOSO':>24s} | {'priors, no fit':>16s} | "
           f"{'plain roofline':>16s}")
     print(f"   {'':48s} {'':>3s} | {'median':>7s} {'p90':>7s} {'max':>8s} | {'median':>7s} {'p90':>7s} | "
@@ -68,7 +70,16 @@ def loso_section() -> bool:
     print(f"   {'ALL':48s} {len(loso):3d} | {pct(med)} {pct(p90)} {pct(loso.e_cal.max())} | "
           f"{pct(loso.e_prior.median())} {pct(loso.e_prior.quantile(.9))} | "
           f"{pct(loso.e_plain.median())} {pct(loso.e_plain.quantile(.9))}")
-    print(f"   (in-sample, fit on all sources: median {pct(loso.e_in.median())}, p90 {pct(loso.e_in.quantile(.9))})")
+    print(f"   (in-sample, fit on all sources: median {pct(np.median(e_in))}, p90 {pct(np.quantile(e_in, .9))})")
+    # max-throughput rows (TensorRT-LLM 0.17 perf-overview, a source the calibration never uses)
+    mx = calibrate.published_points(include_max=True)
+    mx = mx[mx.batch_mode == "max"]
+    e_mx = abs_err(calibrate.predict(mx, shipped.params), mx.output_tokens_per_sec)
+    e_mx = e_mx[~np.isnan(e_mx)]
+    e_mx_plain = abs_err(calibrate.predict(mx, calibrate.PLAIN_ROOFLINE), mx.output_tokens_per_sec)
+    print(f"   Not a goal, for the record: max-throughput rows ({len(e_mx)} estimable, `--batch max`; "
+          f"a source the calibration does not use): median {pct(np.median(e_mx))}, "
+          f"p90 {pct(np.quantile(e_mx, .9))} (plain roofline median {pct(np.nanmedian(e_mx_plain))})")
     ok = med <= LOSO_GOAL
     print(f"   GOAL median <= {LOSO_GOAL:.0%}: {'PASS' if ok else 'FAIL'} (median {med:.1%}, p90 {p90:.1%})\n")
     return ok

@@ -49,6 +49,8 @@ def run_sweep(model: ModelRef, recipes: list[Recipe], data: DataSpec, store: Any
     """Run (or reuse) every recipe and return the result records, baseline first.
 
     Everything that can be checked is checked before any work, so bad input leaves the store as it was.
+    Accuracy records are saved as each recipe finishes; with a workload, the speed stage then
+    benchmarks the baseline and every measurable recipe side by side and adds speed to the records.
     """
     from engine.models.loader import resolve
 
@@ -58,7 +60,7 @@ def run_sweep(model: ModelRef, recipes: list[Recipe], data: DataSpec, store: Any
     specs = plan(model, recipes, data, workload, device)
     for s in specs:
         check_runnable(s.recipe, device)
-    runtime = _runtime_for(backend, specs) if workload is not None else None
+    runtime, unmeasurable = _runtime_for(backend, specs, device) if workload is not None else (None, {})
     experiment = experiment or f"{loc.name} sweep"
     todo = [s for s in specs if force or not store.has_result(s.id)]
     if todo and workload is not None and specs[0] not in todo:
@@ -69,27 +71,81 @@ def run_sweep(model: ModelRef, recipes: list[Recipe], data: DataSpec, store: Any
 
     store.ensure_experiment(experiment, loc.name, {"data": data.__dict__})
     ctx = _Context.load(model, data, device, progress)
-    baseline_speed = None
+    acc_share = 0.8 if runtime is None else 0.6
+    records, to_benchmark = [], []
     for n, spec in enumerate(todo):
-        share = (0.2 + 0.8 * n / len(todo), 0.8 / len(todo))
-        sub = lambda f, s, share=share: progress(share[0] + share[1] * f, s)  # noqa: E731
-        record, speed = _run_one(ctx, spec, experiment, loc.name, runtime, baseline_speed, sub)
-        if spec.recipe == BASELINE:
-            baseline_speed = speed
+        start, width = 0.2 + acc_share * n / len(todo), acc_share / len(todo)
+        record, calibrated = _run_one(ctx, spec, experiment, loc.name,
+                                      lambda f, s, a=start, w=width: progress(a + w * f, s))
+        if runtime is not None:
+            if spec.recipe in unmeasurable:
+                record["provenance"]["speed_not_measured"] = unmeasurable[spec.recipe]
+            else:
+                to_benchmark.append((spec, record, _prepare_for_runtime(runtime, calibrated, spec.recipe)))
         store.save_result(record)
+        records.append(record)
+        del calibrated
+    if to_benchmark:
+        _speed_stage(runtime, to_benchmark, store, lambda f, s: progress(0.8 + 0.2 * f, s))
     progress(1.0, "done")
     return [store.get_result(s.id) for s in specs]
 
 
-def _runtime_for(backend: str, specs: list[ExperimentSpec]):
+def _runtime_for(backend: str, specs: list[ExperimentSpec], device: str):
+    """The runtime, and {recipe: reason} for recipes it cannot measure here (they keep their accuracy)."""
     from engine.runtimes import get_runtime
 
     runtime = get_runtime(RUNTIME_ALIASES.get(backend, backend))
+    base = runtime.availability(BASELINE.precision, BASELINE.sparsity)
+    if not base.ok:
+        raise UnsupportedOnDevice(f"Cannot benchmark with {runtime.label} here: {base.reason}")
+    unmeasurable = {}
     for s in specs:
         avail = runtime.availability(s.recipe.precision, s.recipe.sparsity)
-        if not avail.ok and not s.recipe.is_baseline:
-            raise UnsupportedOnDevice(f"Cannot benchmark {s.recipe.label} with {runtime.label}: {avail.reason}")
-    return runtime
+        if not avail.ok:
+            unmeasurable[s.recipe] = f"{runtime.label} cannot measure {s.recipe.label} here: {avail.reason}"
+    return runtime, unmeasurable
+
+
+def _prepare_for_runtime(runtime, calibrated, recipe: Recipe):
+    """What the runtime benchmarks later: a deployed copy (PyTorch) or the calibrated model itself."""
+    if hasattr(runtime, "deploy"):
+        return runtime.deploy(calibrated, recipe.precision)
+    return calibrated
+
+
+def _speed_stage(runtime, entries: list, store: Any, progress: Progress) -> None:
+    """Benchmark baseline and recipes on the same device with the same workload; add speed to records."""
+    import time as _time
+
+    workload = entries[0][0].workload
+    t0 = _time.perf_counter()
+    say = _AnyProgress(progress)
+    if hasattr(runtime, "compare"):  # runs interleaved round by round: drift hits all alike
+        results = runtime.compare([(m, spec.recipe) for spec, _, m in entries], workload, say)
+    else:
+        results = [runtime.benchmark(m, spec.recipe, workload, say) for spec, _, m in entries]
+    baseline = results[0] if entries[0][0].recipe == BASELINE else None
+    elapsed = _time.perf_counter() - t0
+    for (spec, record, _), speed in zip(entries, results):
+        record["metrics"].update(_speed_metrics(speed, baseline))
+        record["provenance"]["speed"] = _speed_provenance(speed, baseline)
+        record["timings"]["benchmark_s"] = elapsed / len(entries)
+        store.save_result(record)
+
+
+class _AnyProgress:
+    """Runtimes report either (fraction, message) or (message); the sweep shows both."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.last = progress, 0.0
+
+    def __call__(self, *args):
+        if len(args) == 2:
+            self.last = float(args[0])
+            self.progress(self.last, str(args[1]))
+        else:
+            self.progress(self.last, str(args[0]))
 
 
 class _Context:
@@ -119,8 +175,9 @@ class _Context:
         return cls(loaded, data, ref, device, {"load_s": t1 - t0, "baseline_s": t2 - t1})
 
 
-def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, model_name: str, runtime,
-             baseline_speed, progress: Progress) -> tuple[dict, list | None]:
+def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, model_name: str,
+             progress: Progress) -> tuple[dict, Any]:
+    """Calibrate (unless baseline) and evaluate one recipe: its record and the calibrated model."""
     import torch
 
     from engine import evaluate
@@ -132,27 +189,19 @@ def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, model_name: s
     else:
         t0 = time.perf_counter()
         model = apply_recipe(copy.deepcopy(ctx.loaded.model), spec.recipe, ctx.data.calib,
-                             lambda f, s: progress(0.6 * f, s))
+                             lambda f, s: progress(0.7 * f, s))
         t1 = time.perf_counter()
         metrics = evaluate.compare(model, ctx.data.eval_ids, ctx.reference,
-                                   lambda f, s: progress(0.6 + 0.2 * f, f"{s} {spec.recipe.label}"))
+                                   lambda f, s: progress(0.7 + 0.3 * f, f"{s} {spec.recipe.label}"))
         timings.update(calibrate_s=t1 - t0, evaluate_s=time.perf_counter() - t1)
-    provenance = {"accuracy": _accuracy_provenance(ctx, spec)}
-    speed = None
-    if runtime is not None:
-        t0 = time.perf_counter()
-        speed = runtime.benchmark(model, spec.recipe, spec.workload, lambda f, s: progress(0.8 + 0.2 * f, s))
-        timings["benchmark_s"] = time.perf_counter() - t0
-        metrics.update(_speed_metrics(speed, baseline_speed if spec.recipe != BASELINE else speed))
-        provenance["speed"] = _speed_provenance(speed, baseline_speed if spec.recipe != BASELINE else speed)
     record = {
         "id": spec.id, "experiment": experiment, "model": model_name,
         "precision": spec.recipe.precision, "sparsity": spec.recipe.sparsity, "kv_cache": spec.recipe.kv_cache,
-        "spec": spec.to_dict(), "metrics": metrics, "provenance": provenance, "timings": timings,
-        "device": describe_device(ctx.device), "versions": versions(),
+        "spec": spec.to_dict(), "metrics": metrics, "provenance": {"accuracy": _accuracy_provenance(ctx, spec)},
+        "timings": timings, "device": describe_device(ctx.device), "versions": versions(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return record, speed
+    return record, model
 
 
 def _accuracy_provenance(ctx: _Context, spec: ExperimentSpec) -> dict:

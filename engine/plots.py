@@ -70,8 +70,24 @@ def chart_frame(df: pd.DataFrame, batch_size: int | None = None) -> pd.DataFrame
     out["recipe"] = recipe_labels(out) if len(out) else pd.Series(dtype=str)
     out["batch_size"] = batch_size if batch_size is not None else np.nan
     out["x_loss"] = _metric_at(out, ACCURACY_LOSS, None)
-    for name in ("speedup", "decode_tok_s", "ttft_ms"):
-        out[f"y_{name}"] = _metric_at(out, name, batch_size)
+    out["y_speedup"] = _metric_at(out, "speedup", batch_size)
+    out["y_ttft_ms"] = _metric_at(out, "ttft_ms", batch_size)
+    decode = _metric_at(out, "decode_tokens_per_sec", batch_size)
+    out["y_decode_tok_s"] = decode.where(decode.notna(), _metric_at(out, "decode_tok_s", batch_size))
+    return out
+
+
+def refused_speedups(records: list[dict]) -> dict[str, list[str]]:
+    """Why a result has no speedup: reason -> result ids, from each record's provenance as the pipeline
+    writes it: "speed_not_measured" (no fast kernels here) and speed.speedup_refused ({batch: reason})."""
+    out: dict[str, list[str]] = {}
+    for r in records:
+        not_measured = (r.get("provenance") or {}).get("speed_not_measured")
+        if not_measured:
+            out.setdefault(str(not_measured), []).append(r.get("id"))
+        speed = (r.get("provenance") or {}).get("speed") or {}
+        for bs, why in (speed.get("speedup_refused") or {}).items():
+            out.setdefault(f"batch {bs}: {why}", []).append(r.get("id"))
     return out
 
 
@@ -203,8 +219,11 @@ def reference_figure(df: pd.DataFrame, metric: str):
     plot = df[df["metric"] == metric].dropna(subset=["batch"]).copy()
     plot["series"] = (plot["model"].astype(str) + " · " + plot["gpu"].astype(str) + " · "
                       + plot["precision"].fillna("?").astype(str))
-    plot = plot.sort_values(["series", "batch"])
-    fig = px.line(plot, x="batch", y="value", color="series", markers=True, log_x=True,
+    # One line per exact condition (input/output length, TP, source): a line never joins unlike runs.
+    plot["condition"] = (plot["series"] + " · ISL " + plot["isl"].astype(str) + " / OSL " + plot["osl"].astype(str)
+                         + " · TP " + plot["tp"].astype(str) + " · " + plot["source_label"].astype(str))
+    plot = plot.sort_values(["condition", "batch"])
+    fig = px.line(plot, x="batch", y="value", color="series", line_group="condition", markers=True, log_x=True,
                   hover_data=["isl", "osl", "tp", "engine_version", "source_label"])
     unit = plot["unit"].dropna().iloc[0] if plot["unit"].notna().any() else ""
     fig.update_layout(title=f"Published: {metric}", xaxis_title="Batch size / concurrency",

@@ -38,7 +38,7 @@ PRECISIONS = {
     "FP8 + 2:4 structured sparsity": ("fp8", "2:4"),
     "NVFP4 (PTQ)": ("nvfp4", "none"), "NVFP4 (after QAT)": ("nvfp4", "none"),
 }
-COLUMNS = ["model", "model_id", "gpu", "gpu_id", "tp", "num_gpus", "precision", "sparsity", "batch",
+COLUMNS = ["model", "model_id", "gpu", "gpu_id", "tp", "num_gpus", "precision", "precision_raw", "sparsity", "batch",
            "batch_raw", "isl", "osl", "metric", "value", "unit", "source", "source_label",
            "engine_version", "notes", "mapping_note", "provenance"]
 
@@ -71,6 +71,7 @@ def _load() -> pd.DataFrame:
         rows.append(dict(
             model=r["model"], model_id=MODEL_IDS.get(r["model"]), gpu=r["gpu"], gpu_id=gpu_id,
             tp=_int_or_none(r["tp"]), num_gpus=_int_or_none(r["num_gpus"]), precision=prec,
+            precision_raw=r["precision"],
             sparsity=sp, batch=_int_or_none(r["batch_size_or_concurrency"]),
             batch_raw=r["batch_size_or_concurrency"], isl=_int_or_none(r["isl"]), osl=_int_or_none(r["osl"]),
             metric=r["metric"], value=float(r["value"]), unit=r["unit"],
@@ -110,6 +111,24 @@ def fixed_batch_throughput(df: pd.DataFrame | None = None) -> pd.DataFrame:
     per_gpu = per_gpu | (ambiguous & sel.source.isin(per_gpu_docs))
     sel["reading"] = np.where(per_gpu, "per GPU", "total")
     sel["output_tokens_per_sec"] = sel.value * sel.tp.astype("float").where(per_gpu, 1.0)
+    why = []
+    for r in sel.itertuples():
+        miss = [n for n, v in (("model", r.model_id), ("GPU", r.gpu_id), ("TP", r.tp), ("ISL", r.isl),
+                               ("OSL", r.osl), ("precision", r.precision)) if v is None or pd.isna(v)]
+        why.append("not stated/mapped: " + ", ".join(miss) if miss else "")
+    sel["why_not"] = why
+    sel["estimable"] = sel.why_not == ""
+    return sel.reset_index(drop=True)
+
+
+def max_throughput(df: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Max-throughput rows ('max_tput': trtllm-bench at infinite request rate, batch chosen by the
+    benchmark) as total output tokens/s, with `estimable`/`why_not` as in `fixed_batch_throughput`."""
+    df = published_frame() if df is None else df
+    sel = df[df.metric.isin(THROUGHPUT_METRICS) & (df.batch_raw == "max_tput")].copy()
+    per_gpu = sel.metric == "output_tokens_per_sec_per_gpu"
+    sel["output_tokens_per_sec"] = sel.value * sel.tp.astype("float").where(per_gpu, 1.0)
+    sel["reading"] = np.where(per_gpu, "per GPU", "total")
     why = []
     for r in sel.itertuples():
         miss = [n for n, v in (("model", r.model_id), ("GPU", r.gpu_id), ("TP", r.tp), ("ISL", r.isl),

@@ -20,12 +20,15 @@ BACKENDS = {"pytorch": "PyTorch (CPU or GPU)", "tensorrt_llm": "TensorRT-LLM (NV
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
-def _queue(payload: dict, title: str) -> None:
-    """Run button callback: queue the job, remember it for the message, and name the next sweep."""
-    try:
-        st.session_state["last_queued"] = (state.queue_sweep(payload, title), title, None)
-    except TlabError as e:
-        st.session_state["last_queued"] = (None, title, str(e))
+def _queue(jobs: list[tuple[dict, str]]) -> None:
+    """Run button callback: queue the job(s), remember them for the message, and name the next sweep."""
+    queued = []
+    for payload, title in jobs:
+        try:
+            queued.append((state.queue_sweep(payload, title), title, None))
+        except TlabError as e:
+            queued.append((None, title, str(e)))
+    st.session_state["last_queued"] = queued
     st.session_state["exp_name"] = sweeps.experiment_name()
 
 
@@ -81,7 +84,7 @@ if model.source and model_kind != "bundled":
 st.subheader("2. Recipes")
 choices = [c for c in state.precision_choices(None) if c.name != "bf16"]
 st.markdown("**Precisions**")
-DEFAULT_PRECISIONS = ("fp8", "int8_sq")
+DEFAULT_PRECISIONS = sweeps.DEMO_PRECISIONS
 columns = st.columns(3)
 precisions = []
 for i, choice in enumerate(choices):
@@ -164,43 +167,47 @@ if not name or not name.strip():
 if not recipes:
     problems.append("Check at least one precision (or a sparsity / KV cache choice) to make a recipe.")
 
+speed_notes: dict[tuple[str, str], str] = {}
+if recipes and measure:
+    for sp in {r.sparsity for r in recipes} | {"none"}:
+        for c in state.precision_choices(backend, sp):
+            if c.speed_ok:
+                speed_notes[(c.name, sp)] = "measured here"
+            elif c.speed_ok is False:
+                why = c.speed_reason.removeprefix("Not measurable on this device: ")
+                speed_notes[(c.name, sp)] = f"accuracy only: {why}"
+
+jobs = []
+if not problems and data is not None:
+    jobs = sweeps.sweep_jobs(name.strip(), model, recipes, data, workload, backend)
+
 if recipes:
-    speed_notes = {}
-    if measure:
-        for sp in {r.sparsity for r in recipes} | {"none"}:
-            for c in state.precision_choices(backend, sp):
-                if c.speed_ok is not None:
-                    speed_notes[(c.name, sp)] = "measured here" if c.speed_ok else f"not measured: {c.speed_reason}"
     rows = [{"Recipe": "BF16 baseline (always runs)", "Accuracy": "reference",
              "Speed": speed_notes.get(("bf16", "none"), "not asked") if measure else "not asked"}]
     rows += [{"Recipe": r.label, "Accuracy": "measured here",
               "Speed": speed_notes.get((r.precision, r.sparsity), "not asked") if measure else "not asked"}
              for r in recipes]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="grid_preview")
-    if data is not None:
+    if measure and any(note != "measured here" for note in speed_notes.values()):
+        st.caption("Recipes this machine has no fast kernels for get accuracy only: never a simulated speed.")
+    if jobs:
         here = devices.device_name(gpus)
         history = [h for h in state.timing_history() if same_device(h.get("device"), here)]
-        wl_dict = None if workload is None else {"batch_sizes": list(workload.batch_sizes),
-                                                 "output_len": workload.output_len}
-        est = estimate_sweep(len(recipes), data.__dict__, wl_dict, history, here)
-        st.metric("Estimated time", format_duration(est.seconds))
-        st.caption(f"Estimate {est.basis}.")
+        estimates = [estimate_sweep(len(p["recipes"]), p["data"], p["workload"], history, here) for p, _ in jobs]
+        st.metric("Estimated time", format_duration(sum(e.seconds for e in estimates)))
+        st.caption(f"Estimate {estimates[0].basis}.")
 
 for problem in problems:
     st.warning(problem)
 
-payload = title = None
-if not problems and data is not None:
-    payload = sweeps.sweep_payload(name.strip(), model, recipes, data, workload, backend)
-    title = sweeps.sweep_title(model, recipes)
-st.button("Run", type="primary", key="run_sweep", disabled=payload is None, on_click=_queue,
-          args=(payload, title), help="Queues the sweep; it runs in the background while you use the app.")
+st.button("Run", type="primary", key="run_sweep", disabled=not jobs, on_click=_queue, args=(jobs,),
+          help="Queues the sweep; it runs in the background while you use the app.")
 
 queued = st.session_state.pop("last_queued", None)
-if queued:
-    job_id, job_title, error = queued
+for job_id, job_title, error in queued or []:
     if error:
         st.error(f"The sweep was not queued: {error}")
     else:
         st.success(f"Queued job #{job_id}: {job_title}. It runs in the background.")
-        st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon=":material/hourglass_top:")
+if queued and any(job_id for job_id, _, _ in queued):
+    st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon=":material/hourglass_top:")

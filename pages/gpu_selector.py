@@ -92,8 +92,9 @@ st.caption("Batch = the best batch under the limits. TTFT counts the prefill of 
 
 feasible = table[table["feasible"]]
 default_plot = list(feasible["option"].head(4)) or list(curves)[:4]
+# keyed by the candidates, so the default (the best options) follows when the inputs change
 plot_options = st.multiselect("Options to plot", list(curves), default=[o for o in default_plot if o in curves],
-                              key="sel_plot")
+                              key=f"sel_plot_{abs(hash(tuple(curves))) % 10**8}")
 if plot_options:
     chosen = table[table["option"].isin(plot_options)]
     points = selector.overlay_points(model_id, chosen, int(isl), int(osl), store_pts)

@@ -1,10 +1,12 @@
 """Jobs: what is queued, running (live), done, failed, cancelled or interrupted; cancel any that has not ended."""
 
+import socket
 from datetime import datetime, timezone
 
 import streamlit as st
 
 from app import nav, state
+from engine.jobs.procs import pid_alive
 from engine.jobs.worker import STALE_AFTER_S
 
 REFRESH_S = 2.0
@@ -83,11 +85,23 @@ def _finished(job: dict) -> None:
                 st.code(_log_tail(job, 60), language=None)
 
 
+def _orphaned(job: dict) -> bool:
+    """A running job whose worker process is gone (this machine) or silent for STALE_AFTER_S."""
+    if job["status"] != "running":
+        return False
+    if job.get("host") == socket.gethostname() and job.get("worker_pid") and not pid_alive(job["worker_pid"]):
+        return True
+    silent = _seconds_since(job.get("heartbeat_at"))
+    return silent is None or silent > STALE_AFTER_S
+
+
 @st.fragment(run_every=REFRESH_S)
 def job_board() -> None:
     store = state.store()
-    store.mark_interrupted_stale(STALE_AFTER_S)  # a job whose worker died is not left "running"
     jobs = store.list_jobs(limit=200)
+    if any(_orphaned(j) for j in jobs):  # a job whose worker died is marked interrupted, not left spinning
+        store.mark_interrupted_stale(STALE_AFTER_S)
+        jobs = store.list_jobs(limit=200)
     by_status = {s: [j for j in jobs if j["status"] == s] for s in STATUS_ICONS}
     counts = " · ".join(f"{STATUS_ICONS[s]} {s}: {len(v)}" for s, v in by_status.items() if v)
     st.caption(counts or "No jobs yet.")

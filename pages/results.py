@@ -59,17 +59,31 @@ def _empty_state() -> None:
     st.page_link(nav.page("experiment"), label="Build a sweep", icon=":material/science:")
 
 
+def _why_no_speedup(view: pd.DataFrame) -> None:
+    """Results without a speedup in this view: say why (no fast kernels here, runs too noisy, ...)."""
+    missing = view[view["y_speedup"].isna()]
+    if missing.empty:
+        return
+    reasons = plots.refused_speedups(state.store().list_results(ids=missing["id"].head(50).tolist()))
+    if reasons:
+        st.warning(f"{len(missing)} result(s) have no speedup here, so they are not on the trade-off chart:\n\n"
+                   + "\n".join(f"- {why}" for why in list(reasons)[:6]))
+    elif view["y_speedup"].notna().any():
+        st.caption(f"{len(missing)} result(s) have no speed measurement at this batch size and are not plotted "
+                   "(see the table).")
+
+
 def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | None = None) -> None:
     if plots.has_speed(view) and view["y_speedup"].notna().any():
         fig = plots.speedup_accuracy_figure(view, published, title=title)
-        missing = int(view["y_speedup"].isna().sum())
         st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
-        if missing:
-            st.caption(f"{missing} result(s) have no speed measurement at this batch size and are not plotted "
-                       "(see the table).")
     else:
-        st.info("No speed measurements for these results yet, so there is no speedup to plot: the chart shows "
-                "accuracy alone. Run a sweep with **Measure speed** ticked to add speed.")
+        if (view["speed_kind"] == "measured").any():
+            st.info("No speedup could be computed for these results (the reasons are below), so the chart shows "
+                    "accuracy alone: never an estimated or invented speedup.")
+        else:
+            st.info("No speed measurements for these results yet, so there is no speedup to plot: the chart "
+                    "shows accuracy alone. Run a sweep with **Measure speed** ticked to add speed.")
         st.plotly_chart(plots.accuracy_figure(view, title=title), key=key, config=PLOTLY_CONFIG)
 
 
@@ -85,6 +99,7 @@ chart = plots.chart_frame(view, batch)
 published = state.published_points()
 overlay = plots.matching_published(published, chart) if not published.empty else published
 _chart(chart, overlay if len(overlay) else None, key="main_chart")
+_why_no_speedup(chart)
 if len(overlay):
     st.caption("Hollow squares are **published** NVIDIA measurements for the same model and precision: their "
                "accuracy loss is MMLU loss, not perplexity, and their speed is from their own GPU and engine.")

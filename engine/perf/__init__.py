@@ -4,4 +4,6 @@
 Everything here is pure Python + numpy/pandas (scipy only for the calibration fit).
 """
 
-from engine.perf.estimate import Estimate, Query, estimate  # noqa: F401
+from engine.perf.estimate import Estimate, Query, estimate
+
+__all__ = ["Estimate", "Query", "estimate"]

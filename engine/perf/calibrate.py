@@ -5,6 +5,7 @@ The fit is least squares on log(predicted / measured) with each parameter softly
 spec-sheet prior (engine/perf/params.py), so parameters no point informs stay at the prior.
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -21,7 +22,7 @@ from engine.perf.params import FREE, PRIORS, prior_params
 from engine.perf.paths import tlab_home
 
 POINT_COLUMNS = ["gpu_id", "model_id", "precision", "sparsity", "batch", "isl", "osl", "tp",
-                 "output_tokens_per_sec", "source", "provenance", "harness"]
+                 "output_tokens_per_sec", "source", "provenance", "harness", "batch_mode"]
 MODEL_VERSION = "roofline-v1"  # cached fits are also keyed by the code and catalogs (see _cache_key)
 
 # The plain uncalibrated roofline peer tools use: full bandwidth and peak, hard max, no overheads.
@@ -31,18 +32,28 @@ PLAIN_ROOFLINE = {**{k: 1.0 for k in PRIORS}, "knee_p": 100.0, "layer_us": 0.0, 
 PLAIN_ROOFLINE = {k: v for k, v in PLAIN_ROOFLINE.items() if not k.startswith("hs_")}
 
 
-def published_points() -> pd.DataFrame:
-    """Fixed-batch output-throughput rows of the shipped published measurements that can be estimated."""
-    from engine.reference import fixed_batch_throughput
+def published_points(include_max: bool = False) -> pd.DataFrame:
+    """Output-throughput rows of the shipped published measurements that can be estimated: fixed-batch
+    rows, plus (include_max) max-throughput rows whose batch the benchmark chose (batch_mode "max").
+
+    The shipped calibration leaves the max-throughput rows out: fitted together with the fixed-batch
+    rows they made the leave-one-source-out error worse (one TensorRT-LLM 0.17 document disagreeing with
+    the 0.15 Model Optimizer table run by the same harness), so they serve as an out-of-source check.
+    """
+    from engine.reference import fixed_batch_throughput, max_throughput
 
     f = fixed_batch_throughput()
-    f = f[f.estimable]
+    f = f[f.estimable].assign(batch_mode="fixed")
+    if include_max:
+        m = max_throughput()
+        f = pd.concat([f, m[m.estimable].assign(batch_mode="max", batch=0)], ignore_index=True)
     out = pd.DataFrame({
         "gpu_id": f.gpu_id, "model_id": f.model_id, "precision": f.precision,
         "sparsity": f.sparsity.fillna("none"), "batch": f.batch.astype(int), "isl": f.isl.astype(int),
         "osl": f.osl.astype(int), "tp": f.tp.astype(int), "output_tokens_per_sec": f.output_tokens_per_sec,
         "source": f.source_label, "provenance": "published",
-        "harness": np.where(f.engine_version.str.contains("trtllm-bench"), "trtllm-bench", "static")})
+        "harness": np.where(f.engine_version.str.contains("trtllm-bench"), "trtllm-bench", "static"),
+        "batch_mode": f.batch_mode})
     return out.reset_index(drop=True)
 
 
@@ -104,11 +115,12 @@ def records_to_points(records) -> pd.DataFrame:
             if gid is None or tput is None or not m.get("batch_size") or not m.get("input_len"):
                 continue
             sp = m.get("sparsity") or rec.get("sparsity") or "none"
-            rows.append(dict(gpu_id=gid, model_id=rec.get("model"), precision=m.get("precision") or rec.get("precision"),
+            rows.append(dict(gpu_id=gid, model_id=rec.get("model"),
+                             precision=m.get("precision") or rec.get("precision"),
                              sparsity="none" if sp in ("none", "dense") else "2:4",
                              batch=int(m["batch_size"]), isl=int(m["input_len"]), osl=int(m["output_len"]),
                              tp=tp, output_tokens_per_sec=float(tput), source=f"your store ({gid})",
-                             provenance="measured", harness="trtllm-bench"))
+                             provenance="measured", harness="trtllm-bench", batch_mode="fixed"))
     return pd.DataFrame(rows, columns=POINT_COLUMNS)
 
 
@@ -146,37 +158,69 @@ def store_points(frame: pd.DataFrame | None = None) -> pd.DataFrame:
                          sparsity="none" if sp in ("none", "dense") else "2:4", batch=int(batch),
                          isl=int(isl), osl=int(osl), tp=int(_first(r, "tp") or 1),
                          output_tokens_per_sec=float(tput), source=f"your store ({gid})",
-                         provenance="measured", harness="trtllm-bench"))
+                         provenance="measured", harness="trtllm-bench", batch_mode="fixed"))
     return pd.DataFrame(rows, columns=POINT_COLUMNS)
 
 
-def shapes_of(points: pd.DataFrame) -> tuple[list[Shape], list[int]]:
-    """Shapes of the points that resolve (unknown models/GPUs are skipped); returns kept row positions."""
-    shapes, keep = [], []
-    for i, r in enumerate(points.to_dict("records")):
+MAX_GRID_TAIL = 3  # batches tried for a "max" point: the largest few of the batch grid that fits
+MAX_POINT_WEIGHT = 0.5  # a max-throughput row leaves the batch to the benchmark: it counts half
+
+
+def shapes_of(points: pd.DataFrame) -> tuple[list[Shape], np.ndarray]:
+    """Shapes to time for the points, and for each shape the row position of its point.
+
+    A fixed-batch point is one shape. A max-throughput point (batch_mode "max": the benchmark chose the
+    batch) is the last few batches of the grid that fits in memory; its prediction is the best of them.
+    Points whose model or GPU does not resolve, or that do not fit at all, get no shape.
+    """
+    from engine.perf import memory
+    from engine.perf.selector import batch_grid
+
+    shapes, owner = [], []
+    modes = points["batch_mode"] if "batch_mode" in points else pd.Series("fixed", index=points.index)
+    for i, (r, mode) in enumerate(zip(points.to_dict("records"), modes)):
         try:
             a = arch_mod.resolve(r["model_id"])
             g = catalog.gpu(r["gpu_id"])
         except Exception:
             continue
         kvb = kv_bytes(r["precision"], "auto", g.peak("fp8") is not None)
-        shapes.append(Shape(a, g, r["precision"], int(r["tp"]), int(r["batch"]), int(r["isl"]),
-                            int(r["osl"]), kvb, r.get("sparsity", "none") not in ("none", None),
-                            r.get("harness") or "trtllm-bench"))
-        keep.append(i)
-    return shapes, keep
+        sparse = r.get("sparsity", "none") not in ("none", None)
+        sh = Shape(a, g, r["precision"], int(r["tp"]), max(int(r["batch"]), 1), int(r["isl"]), int(r["osl"]),
+                   kvb, sparse, r.get("harness") or "trtllm-bench")
+        if mode == "max":
+            mb = memory.max_batch(a, g, sh.precision, sh.sparse, sh.tp, sh.isl, sh.osl, kvb)
+            for b in batch_grid(mb)[-MAX_GRID_TAIL:]:
+                shapes.append(dataclasses.replace(sh, batch=b))
+                owner.append(i)
+        else:
+            shapes.append(sh)
+            owner.append(i)
+    return shapes, np.array(owner, dtype=int)
+
+
+class _Timer:
+    """Predicted tokens/s per point for any parameters (the work items are built once)."""
+
+    def __init__(self, points: pd.DataFrame):
+        self.n = len(points)
+        shapes, self.owner = shapes_of(points)
+        self.items = Items([work_items(s) for s in shapes]) if shapes else None
+        self.work = np.array([s.batch * s.osl for s in shapes], float)
+
+    def __call__(self, params: dict) -> np.ndarray:
+        out = np.full(self.n, np.nan)
+        if self.items is None:
+            return out
+        pre, dec = self.items.totals(params)
+        best = np.full(self.n, -np.inf)
+        np.maximum.at(best, self.owner, self.work / (pre + dec))
+        return np.where(np.isfinite(best), best, out)
 
 
 def predict(points: pd.DataFrame, params: dict) -> np.ndarray:
-    """Predicted output tokens/s (total over TP) for each point; NaN where it does not resolve."""
-    shapes, keep = shapes_of(points)
-    out = np.full(len(points), np.nan)
-    if shapes:
-        items = Items([work_items(s) for s in shapes])
-        pre, dec = items.totals(params)
-        b = np.array([s.batch * s.osl for s in shapes], float)
-        out[keep] = b / (pre + dec)
-    return out
+    """Predicted output tokens/s (total over TP) per point; NaN where it does not resolve or fit."""
+    return _Timer(points.reset_index(drop=True))(params)
 
 
 @dataclass
@@ -235,14 +279,16 @@ def fit(points: pd.DataFrame, priors: dict = PRIORS) -> Calibration:
     from scipy.optimize import least_squares
 
     points = points.reset_index(drop=True)
-    shapes, keep = shapes_of(points)
-    points = points.iloc[keep].reset_index(drop=True)
+    timer = _Timer(points)
+    ok = ~np.isnan(timer(prior_params()))
+    points = points[ok].reset_index(drop=True)
     base = prior_params()
-    if not shapes:
+    if points.empty:
         return Calibration(base)
-    items = Items([work_items(s) for s in shapes])
+    timer = _Timer(points)
     measured = points.output_tokens_per_sec.to_numpy(float)
-    work = np.array([s.batch * s.osl for s in shapes], float)
+    weight = np.where(points.get("batch_mode", pd.Series("fixed", index=points.index)) == "max",
+                      MAX_POINT_WEIGHT, 1.0)
     free = [k for k in FREE if k in priors]
     x0 = np.log([priors[k][0] for k in free])
     lo = np.log([priors[k][2] for k in free])
@@ -254,8 +300,7 @@ def fit(points: pd.DataFrame, priors: dict = PRIORS) -> Calibration:
         return {**base, **dict(zip(free, np.exp(x)))}
 
     def residuals(x):
-        pre, dec = items.totals(unpack(x))
-        r_data = np.log(work / (pre + dec) / measured)
+        r_data = weight * np.log(timer(unpack(x)) / measured)
         return np.concatenate([r_data, (x - x0) / sig])
 
     # soft_l1: a source that is off for reasons outside the model (an old engine, a mislabeled table)
@@ -263,9 +308,7 @@ def fit(points: pd.DataFrame, priors: dict = PRIORS) -> Calibration:
     res = least_squares(residuals, x0, bounds=(lo, hi), method="trf", loss="soft_l1", f_scale=0.15,
                         max_nfev=500)
     params = unpack(res.x)
-    pre, dec = items.totals(params)
-    points = points.assign(predicted=work / (pre + dec))
-    return Calibration(params, points)
+    return Calibration(params, points.assign(predicted=timer(params)))
 
 
 def _cache_key(points: pd.DataFrame) -> str:

@@ -1,5 +1,6 @@
 """One estimate: validate the query, plan memory, time prefill and decode with calibrated efficiencies."""
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 from engine import registry
@@ -71,10 +72,14 @@ def resolve(q: Query) -> Resolved:
         raise BadQuery(f"tp {tp} does not divide {a.name}'s {a.heads} attention heads.")
     if a.max_context and isl + osl > a.max_context:
         raise BadQuery(f"isl + osl = {isl + osl} is beyond {a.name}'s context of {a.max_context} tokens.")
+    if q.kv_cache not in ("auto", "fp8", "16", "bf16", "fp16"):
+        raise BadQuery(f"kv_cache must be auto, fp8 or 16, got {q.kv_cache!r}.")
+    if q.kv_cache == "fp8" and g.peak("fp8") is None:
+        raise UnsupportedOnDevice(f"an FP8 KV cache needs FP8 support; {g.name} has none. Use kv_cache auto.")
     kvb = kv_bytes(prec.name, q.kv_cache, g.peak("fp8") is not None)
     mb = memory.max_batch(a, g, prec.name, sparse, tp, isl, osl, kvb)
     if str(q.batch).lower() == "max":
-        batch = max(mb, 1)
+        batch = max(mb, 1)  # estimate() then picks the fastest batch up to this one
     else:
         batch = _positive_int("batch", q.batch)
     smallest = None
@@ -134,6 +139,20 @@ class Estimate:
         return asdict(self)
 
 
+def _best_batch(r: Resolved, params: dict) -> Resolved:
+    """In-flight batching at its best: the batch up to the largest that fits with the most tokens/s
+    (usually the largest; not always, when prefill of long prompts dominates)."""
+    from engine.perf.selector import batch_grid
+
+    shapes = [dataclasses.replace(r.shape, batch=b) for b in batch_grid(r.max_batch)]
+    _, pre, dec = time_shapes(shapes, params)
+    tput = [sh.batch * sh.osl / (p + d) for sh, p, d in zip(shapes, pre, dec)]
+    best = shapes[max(range(len(shapes)), key=tput.__getitem__)]
+    s = best
+    plan = memory.plan(s.arch, s.gpu, s.precision, s.sparse, s.tp, s.batch, s.isl, s.osl, s.kv_bytes)
+    return Resolved(best, plan, r.max_batch, r.smallest_tp)
+
+
 def _r(x, n=3):
     return None if x is None else round(float(x), n)
 
@@ -144,6 +163,8 @@ def estimate(q: Query, calibration=None, price_per_hour: float | None = None) ->
 
     cal = calibration or calibrate.default_calibration()
     r = resolve(q)
+    if str(q.batch).lower() == "max" and r.max_batch > 1:
+        r = _best_batch(r, cal.params)
     s, plan = r.shape, r.plan
     items, pre, dec = time_shapes([s], cal.params)
     pre_s, dec_s = float(pre[0]), float(dec[0])

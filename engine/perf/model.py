@@ -23,7 +23,9 @@ from engine.perf.formats import COMPUTE_FORMAT, HEAD_BYTES, SPARSE_WEIGHT_FACTOR
 
 DECODE_SAMPLES = 4  # context lengths sampled over the output (midpoint rule)
 DEQUANT_TILE = 64  # rows of activations sharing one dequantized weight tile
-SPARSE_COMPUTE_GAIN = 1.5  # 2:4 sparse tensor cores peak at 2x; kernels reach ~1.5x (prior, see README)
+# 2:4 sparse tensor cores peak at 2x dense. Kernels reach less; 1.5x is a prior, not fitted: the only
+# published sparse numbers (Model Optimizer, Llama 2 70B FP8 sparse TP1 vs dense TP2) state no ISL/OSL.
+SPARSE_COMPUTE_GAIN = 1.5
 KINDS = ("gemm", "head", "attn", "comm", "overhead")
 
 
@@ -214,6 +216,3 @@ class Items:
                 out[f"{phase}_{kind}_s"] = float(t[sel].sum())
         return out
 
-
-def throughput(shape_batch: int, osl: int, pre: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    return shape_batch * osl / (pre + dec)

@@ -50,9 +50,16 @@ def _peak_mb(device: torch.device) -> float | None:
     return None
 
 
-def _step(model, ids, cache):
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    return out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+def _cache_kwarg(model) -> str:
+    """transformers 5.x renames `past_key_values` to `cache`; older versions only know the former."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _forward(model, ids, cache, cache_kw: str):
+    return model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_kw: cache})
 
 
 @torch.inference_mode()
@@ -63,10 +70,11 @@ def timed_generation(model, ids: torch.Tensor, output_len: int) -> tuple[dict[st
     device = ids.device
     batch = ids.shape[0]
     cache = DynamicCache(config=model.config)
+    cache_kw = _cache_kwarg(model)
     peak_known = _reset_peak(device)
     _sync(device)
     t0 = time.perf_counter()
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    out = _forward(model, ids, cache, cache_kw)
     _sync(device)
     t_prefill = time.perf_counter()
     token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
@@ -74,7 +82,7 @@ def timed_generation(model, ids: torch.Tensor, output_len: int) -> tuple[dict[st
     t_first = time.perf_counter()
     tokens = [token]
     for _ in range(output_len - 1):
-        token = _step(model, token, cache)
+        token = _forward(model, token, cache, cache_kw).logits[:, -1, :].argmax(dim=-1, keepdim=True)
         tokens.append(token)
     _sync(device)
     t_end = time.perf_counter()
@@ -95,21 +103,24 @@ def timed_generation(model, ids: torch.Tensor, output_len: int) -> tuple[dict[st
     return metrics, torch.cat(tokens, dim=1)
 
 
-def run_repeated(model, ids: torch.Tensor, output_len: int, warmup: int, repeats: int,
-                 on_run=None) -> tuple[list[dict[str, float]], torch.Tensor]:
-    """`warmup` untimed runs, then `repeats` timed runs; all must generate the same tokens."""
-    first = None
-    for _ in range(warmup):
-        _, first = timed_generation(model, ids, output_len)
-    runs: list[dict[str, float]] = []
+def run_interleaved(models: list, ids: torch.Tensor, output_len: int, warmup: int, repeats: int,
+                    on_run=None) -> list[list[dict[str, float]]]:
+    """`warmup` untimed runs of each model, then `repeats` rounds of one timed run per model.
+
+    Alternating the models round by round makes slow changes in machine load (other programs,
+    thermal limits) hit every model alike, so their ratio stays meaningful on a shared machine.
+    """
+    for model in models:
+        for _ in range(warmup):
+            timed_generation(model, ids, output_len)
+    runs: list[list[dict[str, float]]] = [[] for _ in models]
     for i in range(repeats):
-        metrics, toks = timed_generation(model, ids, output_len)
-        if first is None:
-            first = toks
-        runs.append(metrics)
-        if on_run:
-            on_run(i + 1, metrics)
-    return runs, first
+        for j, model in enumerate(models):
+            metrics, _ = timed_generation(model, ids, output_len)
+            runs[j].append(metrics)
+            if on_run:
+                on_run(j, i + 1, metrics)
+    return runs
 
 
 def cpu_name() -> str:

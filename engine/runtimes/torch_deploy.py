@@ -132,6 +132,8 @@ def deploy(calibrated: nn.Module, precision: str, device: str = "cpu",
         for name, layer in layers.items():
             fresh.set_submodule(name, layer.to(dev) if dev.type == "cuda" else layer)
     fresh.deployed_precision = prec.name  # read by the benchmark's provenance
+    if prec.name == "int8_sq":
+        fresh.deployed_int8_activations = int8_activations
     return fresh
 
 
@@ -149,12 +151,15 @@ def deployed_weight_bytes(model: nn.Module) -> int:
     return total
 
 
-def describe(model: nn.Module) -> dict[str, Any]:
-    """Which kernel each layer kind runs, for the provenance of a measurement."""
+def describe(model: nn.Module) -> dict[str, int]:
+    """How many layers run each kernel, for the provenance of a measurement."""
     kinds: dict[str, int] = {}
     for module in model.modules():
         if isinstance(module, (kernels.Int8Linear, kernels.Int4Linear, kernels.Fp8Linear)):
-            kinds[module.extra_repr().split(", ", 2)[-1]] = kinds.get(module.extra_repr().split(", ", 2)[-1], 0) + 1
+            kind = module.extra_repr().split(", ", 2)[-1]
         elif type(module) is nn.Linear:
-            kinds[f"nn.Linear {next(module.parameters()).dtype}"] = kinds.get(f"nn.Linear {next(module.parameters()).dtype}", 0) + 1
+            kind = f"nn.Linear ({str(module.weight.dtype).replace('torch.', '')})"
+        else:
+            continue
+        kinds[kind] = kinds.get(kind, 0) + 1
     return kinds

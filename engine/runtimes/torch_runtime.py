@@ -75,7 +75,7 @@ def cpu_availability(precision: str, sparsity: str = "none") -> Availability:
 
         why = int8_probe_exact()
         if why:
-            return Availability(False, why + ESTIMATE_HINT.replace("; s", " S"))
+            return Availability(False, why + " See the estimate for this recipe instead.")
     if prec.name == "int4_awq" and not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
         return Availability(False, f"torch {torch.__version__} has no CPU INT4 kernel "
                                    "(_weight_int4pack_mm_for_cpu, torch 2.6+); upgrade torch" + ESTIMATE_HINT)
@@ -139,20 +139,54 @@ class TorchRuntime:
     def benchmark(self, model: Any, recipe: Any, workload: Any,
                   progress: Progress | None = None) -> list[Measurement]:
         """`model`: the calibrated model for `recipe` (or one already returned by `deploy`)."""
+        return self.compare([(model, recipe)], workload, progress)[0]
+
+    def compare(self, entries: list[tuple[Any, Any]], workload: Any,
+                progress: Progress | None = None) -> list[list[Measurement]]:
+        """Benchmark several (model, recipe) pairs with their runs interleaved round by round, so
+        machine-load drift affects all alike; one list of Measurements (per batch size) per entry."""
+        import torch
+
+        from engine.runtimes import torch_bench
+
+        progress = progress or (lambda s: None)
+        device = torch.device(self.device)
+        nets, provs = [], []
+        for model, recipe in entries:
+            avail = self.availability(recipe.precision, recipe.sparsity)
+            if not avail:
+                raise UnsupportedOnDevice(avail.reason)
+            net = _unwrap(model)
+            if getattr(net, "deployed_precision", None) != recipe.precision:
+                progress(f"deploying {recipe.label} to {device.type} kernels")
+                net = self.deploy(net, recipe.precision)
+            nets.append(net)
+            provs.append(self._provenance(net, recipe, device))
+        vocab = nets[0].config.vocab_size
+        out: list[list[Measurement]] = [[] for _ in entries]
+        for batch in workload.batch_sizes:
+            ids = torch_bench.prompt_ids(vocab, batch, workload.input_len, self.seed, device)
+            progress(f"batch {batch}, {workload.input_len} in / {workload.output_len} out: "
+                     f"{', '.join(r.label for _, r in entries)}")
+            runs = torch_bench.run_interleaved(
+                nets, ids, workload.output_len, self.warmup, self.repeats,
+                on_run=lambda j, i, m: progress(f"  {entries[j][1].label} run {i}/{self.repeats}: "
+                                                f"{m.get('decode_tokens_per_sec', 0):.1f} decode tok/s"))
+            for j, (_, recipe) in enumerate(entries):
+                medians, spreads = summarize_runs(runs[j])
+                prov = {**provs[j], "workload": {"batch_size": batch, "input_len": workload.input_len,
+                                                 "output_len": workload.output_len}}
+                out[j].append(Measurement(self.name, recipe.precision, recipe.sparsity, batch,
+                                          workload.input_len, workload.output_len, medians, spreads,
+                                          self.repeats, prov))
+        return out
+
+    def _provenance(self, net: Any, recipe: Any, device: Any) -> dict[str, Any]:
         import torch
 
         from engine.runtimes import torch_bench, torch_deploy
 
-        progress = progress or (lambda s: None)
-        avail = self.availability(recipe.precision, recipe.sparsity)
-        if not avail:
-            raise UnsupportedOnDevice(avail.reason)
-        device = torch.device(self.device)
-        net = _unwrap(model)
-        if getattr(net, "deployed_precision", None) != recipe.precision:
-            progress(f"deploying {recipe.label} to {device.type} kernels")
-            net = torch_deploy.deploy(net, recipe.precision, str(device), self.int8_activations)
-        provenance_base = {
+        prov = {
             "kind": "measured",
             "device": torch_bench.device_info(device),
             "backend": self.name,
@@ -161,25 +195,12 @@ class TorchRuntime:
             "kernels": torch_deploy.describe(net),
             "weights_mb": round(torch_deploy.deployed_weight_bytes(net) / 2**20, 1),
             "method": (f"greedy decode with KV cache, fixed output length (no EOS stop), {self.warmup} "
-                       f"warm-up run(s), median of {self.repeats} runs; seed {self.seed}"),
+                       f"warm-up run(s), median of {self.repeats} runs; seed {self.seed}; "
+                       f"{torch.get_num_threads()} threads"),
         }
         if recipe.precision == "int8_sq":
-            provenance_base["int8_activations"] = self.int8_activations
-        vocab = net.config.vocab_size
-        out = []
-        for batch in workload.batch_sizes:
-            ids = torch_bench.prompt_ids(vocab, batch, workload.input_len, self.seed, device)
-            progress(f"{recipe.label}: batch {batch}, {workload.input_len} in / {workload.output_len} out")
-            runs, _ = torch_bench.run_repeated(
-                net, ids, workload.output_len, self.warmup, self.repeats,
-                on_run=lambda i, m: progress(f"  run {i}/{self.repeats}: "
-                                             f"{m.get('decode_tokens_per_sec', 0):.1f} decode tok/s"))
-            medians, spreads = summarize_runs(runs)
-            prov = {**provenance_base, "workload": {"batch_size": batch, "input_len": workload.input_len,
-                                                    "output_len": workload.output_len}}
-            out.append(Measurement(self.name, recipe.precision, recipe.sparsity, batch, workload.input_len,
-                                   workload.output_len, medians, spreads, self.repeats, prov))
-        return out
+            prov["int8_activations"] = getattr(net, "deployed_int8_activations", self.int8_activations)
+        return prov
 
 
 PyTorchRuntime = TorchRuntime  # the name used in the project issue

@@ -32,14 +32,11 @@ def test_form_queues_the_sweep_it_shows(app_home):
     _run(at)
     jobs = app_home.list_jobs()
     assert len(jobs) == 1 and jobs[0]["fn"] == SWEEP_FN and jobs[0]["status"] == "queued"
-    payload = jobs[0]["payload"]
-    assert payload == {
+    assert jobs[0]["payload"] == {
         "experiment": "my-sweep",
         "model": {"source": "bundled", "revision": None, "gguf_file": None, "trust_remote_code": False},
-        "recipes": [{"precision": "fp8", "sparsity": "none", "kv_cache": "auto"},
-                    {"precision": "fp8", "sparsity": "none", "kv_cache": "fp8"},
-                    {"precision": "int4_awq", "sparsity": "none", "kv_cache": "auto"},
-                    {"precision": "int4_awq", "sparsity": "none", "kv_cache": "fp8"}],
+        "recipes": [{"precision": p, "sparsity": "none", "kv_cache": kv} for p in ("fp8", "int4_awq")
+                    for kv in ("auto", "fp8")],
         "data": {"source": "bundled", "calib_size": 8, "calib_seq_len": 64, "eval_tokens": 1024,
                  "eval_seq_len": 512, "seed": 1234},
         "workload": {"input_len": 32, "output_len": 16, "batch_sizes": [1, 4]},
@@ -61,6 +58,10 @@ def test_accuracy_only_sweep_has_no_workload(app_home):
 
 def test_sparsity_multiplies_the_grid(app_home):
     at = open_page("experiment")
+    at.checkbox(key="measure_speed").uncheck()
+    for name in ("fp8", "int8_sq"):
+        at.checkbox(key=f"prec_{name}").check()
+    at.checkbox(key="prec_int4_awq").uncheck()
     at.multiselect(key="sparsities").set_value(["none", "magnitude"]).run()
     _run(at)
     recipes = app_home.list_jobs()[0]["payload"]["recipes"]
@@ -70,8 +71,10 @@ def test_sparsity_multiplies_the_grid(app_home):
 
 def test_run_is_disabled_until_the_form_is_complete(app_home):
     at = open_page("experiment")
-    at.checkbox(key="prec_fp8").uncheck()
-    at.checkbox(key="prec_int8_sq").uncheck().run()
+    for box in at.checkbox:
+        if box.key.startswith("prec_") and not box.disabled:
+            box.uncheck()
+    at.run()
     assert at.button(key="run_sweep").disabled
     assert any("at least one precision" in w.value for w in at.warning)
     at.radio(key="model_kind").set_value("folder").run()
@@ -104,34 +107,27 @@ def test_speed_column_says_which_recipes_are_timed_here(app_home):
     for choice in devices.precision_choices(gpus, "pytorch"):
         if choice.label in grid.index:
             speed = grid.loc[choice.label, "Speed"]
-            assert speed == "measured here" if choice.speed_ok else speed.startswith("not measured: ")
+            assert speed == "measured here" if choice.speed_ok else speed.startswith("accuracy only: ")
 
 
 def test_demo_button_queues_the_small_demo_sweep(app_home):
     at = open_page("home")
     at.button(key="run_demo").click().run()
     assert not at.exception
-    job = app_home.list_jobs()[0]
-    assert job["title"].startswith("Demo sweep")
-    payload = job["payload"]
+    jobs = app_home.list_jobs()
+    assert len(jobs) == 1 and jobs[0]["title"].startswith("Demo sweep")
+    payload = jobs[0]["payload"]
     assert payload["model"]["source"] == "bundled"
-    choices = {c.name: c for c in devices.precision_choices(devices.detect_gpus(), "pytorch")}
-    precisions = [r["precision"] for r in payload["recipes"]]
-    assert len(precisions) == 2 and all(choices[p].speed_ok for p in precisions)  # both timed here
-    assert payload["data"]["calib_size"] == 4 and payload["benchmark"] is True
+    assert [r["precision"] for r in payload["recipes"]] == ["fp8", "int8_sq"]
+    assert payload["data"] == {"source": "bundled", "calib_size": 4, "calib_seq_len": 64, "eval_tokens": 1024,
+                               "eval_seq_len": 256, "seed": 1234}
+    assert payload["benchmark"] is True and payload["workload"]["batch_sizes"] == [1]
 
 
-def test_demo_precisions_prefer_recipes_this_device_can_time():
-    from app.sweeps import demo_payload, demo_precisions
+def test_demo_leaves_out_what_this_device_cannot_calibrate():
+    from app.sweeps import demo_jobs
     from engine.devices import PrecisionChoice
 
-    def choice(name, speed_ok, runnable=True):
-        return PrecisionChoice(name, name, runnable, "", speed_ok, "" if speed_ok else "no kernels")
-
-    cpu_like = [choice("fp8", False), choice("int8_sq", True), choice("int4_awq", True), choice("nvfp4", None, False)]
-    assert demo_precisions(cpu_like) == ["int8_sq", "int4_awq"]
-    gpu_like = [choice("fp8", True), choice("int8_sq", False), choice("int4_awq", True)]
-    assert demo_precisions(gpu_like) == ["fp8", "int4_awq"]
-    none_timed = [choice("fp8", False), choice("int8_sq", False), choice("int4_awq", False)]
-    payload, _ = demo_payload(none_timed)
-    assert [r["precision"] for r in payload["recipes"]] == ["fp8", "int8_sq"] and payload["workload"] is None
+    choices = [PrecisionChoice("fp8", "FP8", False, "needs a GPU"), PrecisionChoice("int8_sq", "INT8", True, "")]
+    ((payload, title),) = demo_jobs(choices, "demo-x")
+    assert [r["precision"] for r in payload["recipes"]] == ["int8_sq"] and title.startswith("Demo sweep")

@@ -111,3 +111,51 @@ def test_reference_page_lists_published_rows_with_sources(app_home):
     table = at.dataframe[0].value
     assert len(table) > 100 and table["source"].notna().all()
     assert plotly_figures(at)
+
+
+def test_published_points_overlay_the_same_model_and_precision(app_home):
+    from tests.app.results_data import make_record
+
+    records = [make_record("llama", p, i, model="meta-llama/Llama-3.1-8B") for i, p in enumerate(["bf16", "fp8"])]
+    app_home.save_results(records)
+    at = open_page("results")
+    fig = plotly_figures(at)[0]
+    published = [t for t in fig["data"] if "published" in t.get("name", "")]
+    assert len(published) == 1 and "MMLU" in published[0]["hovertemplate"]
+    assert "published" in "\n".join(c.value for c in at.caption)
+
+
+def test_bundled_results_get_no_published_overlay(app_home):
+    app_home.save_results(make_records(5))
+    fig = plotly_figures(open_page("results"))[0]
+    assert not [t for t in fig["data"] if "published" in t.get("name", "")]
+
+
+def test_measured_speed_without_speedup_says_why(app_home):
+    """The pipeline refuses a speedup when runs are too noisy; the page shows accuracy and that reason."""
+    from tests.app.results_data import make_record
+
+    records = []
+    for i, p in enumerate(["bf16", "int8_sq"]):
+        r = make_record("noisy", p, i)
+        r["metrics"] = {k: v for k, v in r["metrics"].items() if not k.startswith("speedup")}
+        r["provenance"]["speed"]["speedup_refused"] = {"1": "The baseline (bf16) varied by 35% between runs"}
+        records.append(r)
+    app_home.save_results(records)
+    at = open_page("results")
+    assert [t["type"] for t in plotly_figures(at)[0]["data"]] == ["bar"]
+    assert any("varied by 35%" in w.value for w in at.warning)
+
+
+def test_recipes_without_fast_kernels_say_so(app_home):
+    from tests.app.results_data import make_record
+
+    timed = make_record("mixed", "bf16", 0)
+    untimed = make_record("mixed", "fp8", 1, with_speed=False)
+    untimed["provenance"]["speed_not_measured"] = "PyTorch cannot measure FP8 here: no fast FP8 kernels on CPU"
+    app_home.save_results([timed, untimed])
+    at = open_page("results")
+    assert any("no fast FP8 kernels" in w.value for w in at.warning)
+    fig = plotly_figures(at)[0]
+    assert sum(len(trace_values(t["x"])) for t in fig["data"] if t.get("mode") == "markers") == 1
+    assert "accuracy alone" in _texts(at)

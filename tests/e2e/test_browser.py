@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "artifacts" / "screenshots"
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-JOB_TIMEOUT_S = 900
+JOB_TIMEOUT_S = 1200  # all demo jobs; a loaded 2-core CPU needs several minutes
 
 pytestmark = [
     pytest.mark.e2e,
@@ -112,47 +113,55 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def _wait_for_job(page) -> None:
-    """Wait on the Jobs page until the demo job has ended; fail with its error if it did not succeed."""
+def _wait_for_jobs(page) -> None:
+    """Wait on the Jobs page until no job is queued or running; fail with the error of any that did not succeed.
+    The page's status line reads like "running: 1 · queued: 1 · done: 2"."""
     deadline = time.monotonic() + JOB_TIMEOUT_S
     shot_running = False
     while time.monotonic() < deadline:
         body = page.inner_text("body")
-        if re.search(r"Demo sweep.*: done", body):
-            return
-        ended = re.search(r"Demo sweep.*: (failed|interrupted|cancelled)", body)
-        if ended:
+        if re.search(r"\b(failed|interrupted|cancelled): \d", body):
             _shot(page, "jobs_failed")
-            raise AssertionError(f"The demo job ended {ended.group(1)}:\n{body[-3000:]}")
+            alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
+            raise AssertionError(f"A demo job did not succeed: {' | '.join(alerts)}")
+        if not re.search(r"\b(queued|running): \d", body) and re.search(r"\bdone: \d", body):
+            return
         if not shot_running and "Running for" in body:
             _shot(page, "jobs_running")
             shot_running = True
         page.wait_for_timeout(2000)
     _shot(page, "jobs_timeout")
-    raise AssertionError(f"The demo job did not finish in {JOB_TIMEOUT_S} s:\n{page.inner_text('body')[-3000:]}")
+    raise AssertionError(f"The demo jobs did not finish in {JOB_TIMEOUT_S} s:\n{page.inner_text('body')[-2000:]}")
 
 
 def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     page.goto(app_url)
     page.get_by_role("heading", name="Tradeoff Lab").wait_for()
-    page.get_by_text("This machine").wait_for()
+    page.get_by_role("heading", name="This machine").wait_for()
     _shot(page, "home_first_screen")
 
     page.get_by_role("button", name="Run the demo sweep").click()
     page.wait_for_url(re.compile(r"/jobs$"))
     page.get_by_text(re.compile("Demo sweep")).first.wait_for()
-    _wait_for_job(page)
+    _wait_for_jobs(page)
     _shot(page, "jobs_done")
 
     page.get_by_role("link", name="See the results").click()
     page.wait_for_url(re.compile(r"/results$"))
     chart = page.locator(".js-plotly-plot").first
     chart.wait_for()
-    points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
-    points.first.wait_for()
-    assert points.count() >= 2  # the baseline and at least one timed recipe
-    assert "Pareto frontier" in chart.inner_text()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot .scatterlayer .points path, "
+                           ".js-plotly-plot .barlayer .point').length > 0")
     _shot(page, "results")
+    points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
+    if points.count():  # speedups measured: the trade-off chart with its frontier
+        assert points.count() >= 2  # the baseline and at least one timed recipe
+        assert "Pareto frontier" in chart.inner_text()
+    else:  # runs too noisy for a trustworthy speedup: accuracy alone, and the page says why
+        assert page.locator(".js-plotly-plot .barlayer .point").count() >= 2
+        assert page.get_by_text("accuracy alone").count() and page.get_by_text("have no speedup here").count()
+        warnings.warn("The demo's speed runs were too noisy for a speedup (a busy machine?): the results "
+                      "page showed accuracy alone with the reason; see artifacts/screenshots/results.png.")
 
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download CSV").click()
@@ -171,7 +180,7 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
 
     for name in ("experiment", "reference", "gpu_selector"):
         page.goto(f"{app_url}/{name}")
-        page.get_by_text("This machine").wait_for()
+        page.get_by_role("heading", name="This machine").wait_for()
         page.wait_for_timeout(2000)
         assert not page.locator("[data-testid='stException']").count(), f"{name} page raised"
         _shot(page, name)

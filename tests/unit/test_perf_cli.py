@@ -30,7 +30,7 @@ def test_tp_sparsity_and_batch_max(capsys):
     rc, out, _ = run(capsys, *BASE, "--batch", "max", "--tp", "2", "--sparsity", "2:4", "--json")
     e = json.loads(out)
     assert rc == 0 and e["sparsity"] == "2:4" and e["tp"] == 2
-    assert e["batch"] == e["max_batch_that_fits"] and e["fits_in_memory"]
+    assert 1 < e["batch"] <= e["max_batch_that_fits"] and e["fits_in_memory"]
     assert e["output_tokens_per_sec_per_gpu"] == pytest.approx(e["output_tokens_per_sec"] / 2, rel=1e-3)
 
 
