@@ -206,7 +206,7 @@ def accuracy_figure(df: pd.DataFrame, title: str | None = None):
         else plot["recipe"], y=plot["x_loss"], customdata=custom, hovertemplate=template,
         marker={"color": plot["precision"].map(PRECISION_COLORS).fillna("#7F7F7F")}))
     fig.update_layout(
-        title=title or "Accuracy loss per recipe (no speed measured yet)",
+        title=title or "Accuracy loss per recipe (no speedup to show)",
         yaxis_title="Perplexity increase vs baseline (%)", xaxis_title="Recipe",
         template="plotly_white", height=460, margin={"l": 60, "r": 20, "t": 60, "b": 80})
     return fig

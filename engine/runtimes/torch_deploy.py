@@ -9,7 +9,6 @@ scales and SmoothQuant/AWQ pre-quant scales. Nothing is re-quantized from scratc
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import nn
@@ -48,7 +47,8 @@ def _needs_kernel(module: nn.Module) -> bool:
 def _check_no_other_quantizers(model: nn.Module, handled: set[str]) -> None:
     """Refuse models quantized in ways this runtime would silently drop (e.g. an FP8 KV cache)."""
     for name, module in model.named_modules():
-        if type(module).__name__.endswith("TensorQuantizer") and getattr(module, "is_enabled", False):
+        is_quantizer = hasattr(module, "num_bits") and hasattr(module, "is_enabled")
+        if is_quantizer and module.is_enabled:
             owner = name.rsplit(".", 1)[0] if "." in name else ""
             leaf = name.rsplit(".", 1)[-1]
             if owner in handled and leaf in ("weight_quantizer", "input_quantizer"):

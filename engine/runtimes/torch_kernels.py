@@ -16,6 +16,7 @@ exactly as the calibrated (simulated) model does.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -86,6 +87,7 @@ class Int8Linear(nn.Module):
         return self.out_features * self.in_features + 8 * self.out_features
 
 
+@functools.lru_cache(maxsize=1)
 def int8_probe_exact() -> str | None:
     """None when fbgemm's INT8 kernel computes extreme products exactly on this CPU, else why not.
 
@@ -118,7 +120,7 @@ def int4_kernel_group(k: int, block: int) -> int | None:
 
 def _int4_scales_and_zeros(weights: IntWeights, group: int, dtype: torch.dtype) -> torch.Tensor:
     """[K / group, N, 2] (scale, zero) for w = (u - 8) * scale + zero with u = q + 8 (zero = 0)."""
-    n, k = weights.q.shape
+    k = weights.q.shape[1]
     per_block = weights.dequant_scale  # [N, n_blocks]
     block_of_group = torch.arange(k // group) * group // weights.block
     scales = per_block[:, block_of_group].t()  # [K / group, N]
@@ -146,13 +148,13 @@ class Int4Linear(nn.Module):
                 f"modelopt's block {weights.block}, so the calibrated INT4 weights cannot run on this kernel.")
         self.in_features, self.out_features, self.group = k, n, group
         self.block = weights.block
-        u = (weights.q.to(torch.int32) + 8).contiguous()  # [-8, 7] -> [0, 15]
+        u = (weights.q.to(device, torch.int32) + 8).contiguous()  # [-8, 7] -> [0, 15]
         self.cuda_kernel = device.type == "cuda"
         if self.cuda_kernel:
             inner = next((t for t in (8, 4, 2) if k % (t * 16) == 0), None)
             if inner is None or n % 8:
                 raise UnsupportedOnDevice(f"The CUDA INT4 kernel needs K divisible by 32 and N by 8 (got {k}, {n}).")
-            packed_bytes = ((u[:, ::2] << 4) | u[:, 1::2]).to(torch.uint8).to(device)
+            packed_bytes = ((u[:, ::2] << 4) | u[:, 1::2]).to(torch.uint8)  # two values per byte
             packed = torch.ops.aten._convert_weight_to_int4pack(packed_bytes, inner)
         else:
             packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(u, 1)

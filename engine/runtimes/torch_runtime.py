@@ -48,13 +48,13 @@ def _versions() -> dict[str, str]:
     import torch
 
     out = {"torch": torch.__version__}
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-        out["transformers"] = version("transformers")
-        out["modelopt"] = version("nvidia-modelopt")
-    except Exception:  # metadata missing in odd installs; torch's version is the one that matters
-        pass
+    for dist, key in (("transformers", "transformers"), ("nvidia-modelopt", "modelopt")):
+        try:
+            out[key] = version(dist)
+        except PackageNotFoundError:  # an odd install; torch's version is the one that matters
+            continue
     return out
 
 
@@ -163,14 +163,14 @@ class TorchRuntime:
             nets.append(net)
             provs.append(self._provenance(net, recipe, device))
         vocab = nets[0].config.vocab_size
+        names = [_display_name(r, p) for (_, r), p in zip(entries, provs)]
         out: list[list[Measurement]] = [[] for _ in entries]
         for batch in workload.batch_sizes:
             ids = torch_bench.prompt_ids(vocab, batch, workload.input_len, self.seed, device)
-            progress(f"batch {batch}, {workload.input_len} in / {workload.output_len} out: "
-                     f"{', '.join(r.label for _, r in entries)}")
+            progress(f"batch {batch}, {workload.input_len} in / {workload.output_len} out: {', '.join(names)}")
             runs = torch_bench.run_interleaved(
                 nets, ids, workload.output_len, self.warmup, self.repeats,
-                on_run=lambda j, i, m: progress(f"  {entries[j][1].label} run {i}/{self.repeats}: "
+                on_run=lambda j, i, m: progress(f"  {names[j]} run {i}/{self.repeats}: "
                                                 f"{m.get('decode_tokens_per_sec', 0):.1f} decode tok/s"))
             for j, (_, recipe) in enumerate(entries):
                 medians, spreads = summarize_runs(runs[j])
@@ -204,6 +204,15 @@ class TorchRuntime:
 
 
 PyTorchRuntime = TorchRuntime  # the name used in the project issue
+
+
+def _display_name(recipe: Any, prov: dict[str, Any]) -> str:
+    """The recipe as it actually ran: a CPU 'BF16' baseline computes in float32."""
+    if recipe.precision in registry.BASELINES:
+        dtype = prov["compute_dtype"]
+        return {"float32": "FP32", "bfloat16": "BF16", "float16": "FP16"}.get(dtype, dtype) + " baseline"
+    extra = f" ({prov['int8_activations']} activations)" if "int8_activations" in prov else ""
+    return recipe.label + extra
 
 
 def _unwrap(model: Any):

@@ -145,6 +145,7 @@ def test_measured_speed_without_speedup_says_why(app_home):
     at = open_page("results")
     assert [t["type"] for t in plotly_figures(at)[0]["data"]] == ["bar"]
     assert any("varied by 35%" in w.value for w in at.warning)
+    assert "accuracy alone" in _texts(at)
 
 
 def test_recipes_without_fast_kernels_say_so(app_home):
@@ -158,4 +159,3 @@ def test_recipes_without_fast_kernels_say_so(app_home):
     assert any("no fast FP8 kernels" in w.value for w in at.warning)
     fig = plotly_figures(at)[0]
     assert sum(len(trace_values(t["x"])) for t in fig["data"] if t.get("mode") == "markers") == 1
-    assert "accuracy alone" in _texts(at)

@@ -31,7 +31,6 @@ JOB_TIMEOUT_S = 1200  # all demo jobs; a loaded 2-core CPU needs several minutes
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason=f"{CHROMIUM} is missing: run .ci/install_browser.sh (CI does) to install Debian's chromium"),
 ]
@@ -100,7 +99,7 @@ def page():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
         pg = context.new_page()
         pg.set_default_timeout(60_000)
         yield pg
@@ -109,7 +108,7 @@ def page():
 
 
 def _shot(page, name: str) -> None:
-    page.wait_for_timeout(1500)  # let charts finish drawing
+    page.wait_for_timeout(1500)  # let charts finish drawing (Streamlit scrolls inside the page: a tall viewport shows it all)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
@@ -154,7 +153,8 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
                            ".js-plotly-plot .barlayer .point').length > 0")
     _shot(page, "results")
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
-    if points.count():  # speedups measured: the trade-off chart with its frontier
+    plotted_speedups = points.count() > 0
+    if plotted_speedups:  # speedups measured: the trade-off chart with its frontier
         assert points.count() >= 2  # the baseline and at least one timed recipe
         assert "Pareto frontier" in chart.inner_text()
     else:  # runs too noisy for a trustworthy speedup: accuracy alone, and the page says why
@@ -168,12 +168,14 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     csv_path = SHOTS.parent / "results.csv"
     download_info.value.save_as(csv_path)
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
-    assert len(rows) >= 3 and {"precision", "ppl_increase_pct", "speedup", "provenance"} <= set(rows[0])
-    assert {r["precision"] for r in rows} >= {"bf16"}
+    assert len(rows) >= 3 and {"precision", "ppl_increase_pct", "provenance"} <= set(rows[0])
+    assert "bf16" in {r["precision"] for r in rows}
+    if plotted_speedups:
+        assert any(r.get("speedup") for r in rows)
 
     chart.hover()
     with page.expect_download() as png_info:
-        page.locator(".modebar-btn[data-title='Download plot as a png']").first.click()
+        chart.locator(".modebar-btn[data-title*='png' i]").first.click()  # plotly's own client-side export
     png_path = SHOTS.parent / "chart.png"
     png_info.value.save_as(png_path)
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

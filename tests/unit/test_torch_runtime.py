@@ -13,13 +13,13 @@ import pytest
 torch = pytest.importorskip("torch")
 mtq = pytest.importorskip("modelopt.torch.quantization")
 
-from engine.errors import UnsupportedOnDevice  # noqa: E402
-from engine.runtimes import torch_kernels as kernels  # noqa: E402
-from engine.runtimes import torch_weights as tw  # noqa: E402
-from engine.runtimes.base import Measurement  # noqa: E402
-from engine.runtimes.torch_deploy import deploy  # noqa: E402
-from engine.runtimes.torch_runtime import TorchRuntime, cpu_availability, cuda_availability  # noqa: E402
-from engine.spec import Recipe, Workload  # noqa: E402
+from engine.errors import UnsupportedOnDevice
+from engine.runtimes import torch_kernels as kernels
+from engine.runtimes import torch_weights as tw
+from engine.runtimes.base import Measurement
+from engine.runtimes.torch_deploy import deploy
+from engine.runtimes.torch_runtime import TorchRuntime, cpu_availability, cuda_availability
+from engine.spec import Recipe, Workload
 
 VOCAB = 512
 
@@ -271,3 +271,13 @@ def test_generation_has_fixed_length_despite_eos(tiny):
 def test_repeats_must_allow_a_spread():
     with pytest.raises(ValueError):
         TorchRuntime(repeats=1)
+
+
+def test_compare_gives_comparable_measurements(tiny, int8_model):
+    from engine.runtimes.base import speedup
+
+    rt = TorchRuntime(device="cpu", warmup=0, repeats=2)
+    base, quant = rt.compare([(tiny, Recipe("bf16")), (int8_model, Recipe("int8_sq"))], Workload(8, 3, (1,)))
+    assert base[0].provenance["compute_dtype"] == "float32" and "int8_activations" not in base[0].provenance
+    ratio, why = speedup(base[0], quant[0], "decode_tokens_per_sec", max_spread=100.0)
+    assert ratio is not None and ratio > 0, why
