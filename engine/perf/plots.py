@@ -1,5 +1,7 @@
 """Plotly figures for the GPU Selector (pure functions: frames in, figures out)."""
 
+import math
+
 import plotly.graph_objects as go
 
 SYMBOL = {"published": "diamond", "measured": "star"}
@@ -30,7 +32,9 @@ def throughput_curves_figure(curves: dict, points=None, title: str = "Throughput
                 marker={"symbol": SYMBOL.get(prov, "circle"), "size": 11, "line": {"width": 1, "color": "black"}},
                 customdata=g.source, hovertemplate=(f"<b>{label}</b> {prov}<br>batch %{{x}}<br>"
                                                     "%{y:,.0f} tok/s per GPU<br>%{customdata}<extra></extra>")))
-    fig.update_layout(title=title, xaxis={"title": "Batch (concurrent requests)", "type": "log"},
+    # ticks at 1, 2, 4, 8, ... (the batches swept) instead of plotly's crowded log minor labels
+    fig.update_layout(title=title, xaxis={"title": "Batch (concurrent requests)", "type": "log",
+                                          "dtick": math.log10(2)},
                       yaxis={"title": "Output tokens/s per GPU"}, legend={"font": {"size": 10}},
                       margin={"t": 50})
     return fig

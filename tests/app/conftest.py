@@ -11,7 +11,7 @@ if str(REPO) not in sys.path:  # `tests.app.results_data`, `tests.helpers_jobs`
     sys.path.insert(0, str(REPO))
 
 MAIN = str(REPO / "app" / "main.py")
-PAGES = ["home", "experiment", "jobs", "results", "reference"]
+PAGES = ["home", "experiment", "jobs", "results", "reference", "gpu_selector"]
 
 
 @pytest.fixture

@@ -3,113 +3,25 @@ finish, see points on the results chart, download the CSV and the chart's PNG.
 
 Runs `streamlit run app/main.py` (which starts its own worker) on a free local port with a fresh
 TLAB_HOME and drives Debian's Chromium (/usr/bin/chromium; .ci/install_browser.sh installs it) with
-Playwright. Screenshots of every page go to artifacts/screenshots/. Takes a few minutes: the demo
-really calibrates, evaluates and benchmarks the bundled model.
+Playwright (fixtures `app_url` and `page` in conftest.py). Screenshots of every page go to
+artifacts/screenshots/. Takes a few minutes: the demo really calibrates, evaluates and benchmarks the
+bundled model.
 """
 
 import csv
 import io
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import warnings
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = REPO / "artifacts" / "screenshots"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from tests.e2e.conftest import SHOTS, requires_chromium
+from tests.e2e.conftest import shot as _shot
+
 JOB_TIMEOUT_S = 1200  # all demo jobs; a loaded 2-core CPU needs several minutes
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is missing: run .ci/install_browser.sh (CI does) to install Debian's chromium"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"streamlit did not become healthy in {timeout_s} s:\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture
-def app_url(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("TLAB_HOME", str(home))
-    monkeypatch.delenv("TLAB_STORE_URL", raising=False)
-    monkeypatch.delenv("TLAB_APP_WORKER", raising=False)  # the app starts its own worker, as for a user
-    port = _free_port()
-    log = tmp_path / "streamlit.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                                 "--server.headless", "true"], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc, log)
-        yield url
-    finally:
-        from engine.jobs.worker import worker_running
-        from engine.paths import default_store_url
-
-        worker = worker_running(default_store_url())
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        if worker and worker > 0:  # it would leave by itself once its parent is gone; do not wait for that
-            try:
-                os.kill(worker, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        (SHOTS / "streamlit.log").write_text(log.read_text(errors="replace"))
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
-        pg = context.new_page()
-        pg.set_default_timeout(60_000)
-        yield pg
-        context.close()
-        browser.close()
-
-
-def _shot(page, name: str) -> None:
-    page.wait_for_timeout(1500)  # let charts finish drawing (Streamlit scrolls inside the page: a tall viewport shows it all)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+pytestmark = [pytest.mark.e2e, requires_chromium]
 
 
 def _wait_for_jobs(page) -> None:
