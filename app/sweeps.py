@@ -10,13 +10,13 @@ from engine import registry
 from engine.spec import BUNDLED_MODEL, DataSpec, ModelRef, Recipe, Workload
 
 DEMO_PRECISIONS = ("fp8", "int8_sq")  # quick to calibrate on a CPU (AWQ's search takes many minutes there)
-DEMO_DATA = {"calib_size": 4, "calib_seq_len": 64, "eval_tokens": 1024, "eval_seq_len": 256}
-DEMO_WORKLOAD = {"input_len": 32, "output_len": 16, "batch_sizes": [1]}
+DEMO_DATA = {"calib_size": 16, "calib_seq_len": 256, "eval_tokens": 1024, "eval_seq_len": 256}
+DEMO_WORKLOAD = {"input_len": 64, "output_len": 32, "batch_sizes": [1]}
 DEMO_DESCRIPTION = (
     "The demo calibrates the **bundled model** (SmolLM2-135M, shipped with the app, no download) in "
-    "**FP8** and **INT8 SmoothQuant** on a small slice of the bundled text (4 calibration sequences of 64 "
+    "**FP8** and **INT8 SmoothQuant** on a small slice of the bundled text (16 calibration sequences of 256 "
     "tokens, 1,024 evaluation tokens), measures each one's perplexity against the BF16 baseline, and "
-    "times the ones this machine has fast kernels for (batch 1, 32 tokens in, 16 out); the others get "
+    "times the ones this machine has fast kernels for (batch 1, 64 tokens in, 32 out); the others get "
     "accuracy only. It takes a few minutes on a laptop CPU; you can watch it on the Jobs page."
 )
 

@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     print(f"\nLoad average (1/5/15 min) before the timed runs {'/'.join(load_before)}, after "
           f"{'/'.join(load_after)}: other programs on this machine slow every recipe; runs were interleaved.")
     print(f"Measured on {dev['name']} ({dev['cores']} cores, {dev['threads']} threads, {dev['isa']}), "
-          f"torch {torch.__version__}; ISL {args.input_len}, OSL {args.output_len}; median ± (max-min)/median "
+          f"torch {torch.__version__}; ISL {args.input_len}, OSL {args.output_len}; median ± relative spread (IQR/median from 4 runs, else (max-min)/median) "
           f"of {args.repeats} runs after {args.warmup} warm-up")
     print(f"{'recipe':30s} {'batch':>5s} {'decode tok/s':>15s} {'TPOT ms':>13s} {'TTFT ms':>14s} "
           f"{'proc. RSS MB':>12s} {'weights MB':>10s} {'vs FP32':>8s} {'goal':>12s}")

@@ -33,7 +33,7 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--recipes", default=None,
                    help="explicit recipe list instead of the grid, e.g. fp8,int4_awq,bf16+sparsegpt")
     p.add_argument("--kv-cache", default="auto", choices=["auto", "fp8"], help="KV cache precision")
-    p.add_argument("--calib-size", type=int, default=32, help="number of calibration sequences")
+    p.add_argument("--calib-size", type=int, default=16, help="number of calibration sequences")
     p.add_argument("--calib-seq-len", type=int, default=256, help="tokens per calibration sequence")
     p.add_argument("--eval-tokens", type=int, default=4096, help="held-out evaluation tokens")
     p.add_argument("--eval-seq-len", type=int, default=512, help="tokens per evaluation window")

@@ -111,6 +111,11 @@ def fixed_batch_throughput(df: pd.DataFrame | None = None) -> pd.DataFrame:
     per_gpu = per_gpu | (ambiguous & sel.source.isin(per_gpu_docs))
     sel["reading"] = np.where(per_gpu, "per GPU", "total")
     sel["output_tokens_per_sec"] = sel.value * sel.tp.astype("float").where(per_gpu, 1.0)
+    return _mark_estimable(sel)
+
+
+def _mark_estimable(sel: pd.DataFrame) -> pd.DataFrame:
+    """Add `why_not` (what the row does not state) and `estimable` (states all an estimate needs)."""
     why = []
     for r in sel.itertuples():
         miss = [n for n, v in (("model", r.model_id), ("GPU", r.gpu_id), ("TP", r.tp), ("ISL", r.isl),
@@ -129,11 +134,4 @@ def max_throughput(df: pd.DataFrame | None = None) -> pd.DataFrame:
     per_gpu = sel.metric == "output_tokens_per_sec_per_gpu"
     sel["output_tokens_per_sec"] = sel.value * sel.tp.astype("float").where(per_gpu, 1.0)
     sel["reading"] = np.where(per_gpu, "per GPU", "total")
-    why = []
-    for r in sel.itertuples():
-        miss = [n for n, v in (("model", r.model_id), ("GPU", r.gpu_id), ("TP", r.tp), ("ISL", r.isl),
-                               ("OSL", r.osl), ("precision", r.precision)) if v is None or pd.isna(v)]
-        why.append("not stated/mapped: " + ", ".join(miss) if miss else "")
-    sel["why_not"] = why
-    sel["estimable"] = sel.why_not == ""
-    return sel.reset_index(drop=True)
+    return _mark_estimable(sel)

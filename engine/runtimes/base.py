@@ -40,7 +40,7 @@ class Measurement:
     output_tokens_per_sec_per_gpu, output_tokens_per_sec_per_user, requests_per_sec,
     decode_tokens_per_sec, prefill_ms, ttft_ms, tpot_ms, request_latency_ms, peak_memory_mb.
     Each is the median over `repeats` runs; `spread` is the relative spread of those runs per
-    metric ((max - min) / median, see `relative_spread`). `provenance` is
+    metric (see `relative_spread`). `provenance` is
     {"kind": "measured", "device": {...}, "backend": ..., "versions": {...},
      "command": ... (optional), "workload": {...}}.
     """
@@ -82,15 +82,21 @@ class Runtime(Protocol):
 
 
 def relative_spread(values: Sequence[float]) -> float | None:
-    """(max - min) / median of repeated runs; None when it cannot be known (a single run, or a
-    zero median), so no JSON ever holds NaN or Infinity."""
+    """Run-to-run spread relative to the median: the interquartile range / median from 4 runs on
+    (one stray run on a shared machine does not decide it), (max - min) / median for 2-3 runs.
+    None when it cannot be known (a single run, or a zero median), so no JSON holds NaN or Infinity."""
     vals = [float(v) for v in values]
     if len(vals) < 2:
         return None
     med = statistics.median(vals)
+    if len(vals) >= 4:
+        q1, _, q3 = statistics.quantiles(vals, n=4, method="inclusive")
+        width = q3 - q1
+    else:
+        width = max(vals) - min(vals)
     if med == 0:
-        return 0.0 if max(vals) == min(vals) else None
-    return (max(vals) - min(vals)) / abs(med)
+        return 0.0 if width == 0 else None
+    return width / abs(med)
 
 
 def summarize_runs(runs: Sequence[dict[str, float]]) -> tuple[dict[str, float], dict[str, float | None]]:

@@ -119,7 +119,7 @@ def test_demo_button_queues_the_small_demo_sweep(app_home):
     payload = jobs[0]["payload"]
     assert payload["model"]["source"] == "bundled"
     assert [r["precision"] for r in payload["recipes"]] == ["fp8", "int8_sq"]
-    assert payload["data"] == {"source": "bundled", "calib_size": 4, "calib_seq_len": 64, "eval_tokens": 1024,
+    assert payload["data"] == {"source": "bundled", "calib_size": 16, "calib_seq_len": 256, "eval_tokens": 1024,
                                "eval_seq_len": 256, "seed": 1234}
     assert payload["benchmark"] is True and payload["workload"]["batch_sizes"] == [1]
 

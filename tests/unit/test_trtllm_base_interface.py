@@ -29,6 +29,9 @@ def _m(precision="bf16", tps=100.0, spread=0.02, batch=8, device="NVIDIA H100 80
 def test_relative_spread_and_summary():
     assert relative_spread([100, 110, 90]) == pytest.approx(0.2)
     assert relative_spread([5.0]) is None  # one run says nothing about noise
+    # From 4 runs on, the interquartile range: one stray run does not decide the spread.
+    assert relative_spread([100, 100, 100, 100, 160]) == pytest.approx(0.0)
+    assert relative_spread([90, 95, 100, 105, 110]) == pytest.approx(0.10)
     assert relative_spread([0.0, 0.0]) == 0.0 and relative_spread([0.0, 1.0, -1.0]) is None
     med, spr = summarize_runs([{"a": 1.0, "b": 2.0}, {"a": 3.0}, {"a": 2.0, "b": 4.0}])
     assert med == {"a": 2.0} and spr == {"a": pytest.approx(1.0)}  # b missing in one run: dropped
