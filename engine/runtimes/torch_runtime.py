@@ -13,6 +13,7 @@ a loaded-model handle with `.model`), deploys it, and returns one Measurement pe
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from engine import registry
@@ -110,6 +111,8 @@ class TorchRuntime:
         self.device_request = device
         self.warmup, self.repeats, self.seed = warmup, repeats, seed
         self.int8_activations = int8_activations
+        # On a shared machine one pinned thread gives steadier timings than fighting for all cores.
+        self.threads = int(os.environ.get("TLAB_BENCH_THREADS", "0")) or None
 
     @property
     def device(self) -> str:
@@ -147,9 +150,20 @@ class TorchRuntime:
         machine-load drift affects all alike; one list of Measurements (per batch size) per entry."""
         import torch
 
+        progress = progress or (lambda s: None)
+        threads_before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._compare(entries, workload, progress)
+        finally:
+            torch.set_num_threads(threads_before)
+
+    def _compare(self, entries, workload, progress) -> list[list[Measurement]]:
+        import torch
+
         from engine.runtimes import torch_bench
 
-        progress = progress or (lambda s: None)
         device = torch.device(self.device)
         nets, provs = [], []
         for model, recipe in entries:
