@@ -85,10 +85,22 @@ def run_sweep(model: ModelRef, recipes: list[Recipe], data: DataSpec, store: Any
         store.save_result(record)
         records.append(record)
         del calibrated
+        _release_memory()  # modelopt's quantized copy holds cycles; free it before the next recipe
     if to_benchmark:
         _speed_stage(runtime, to_benchmark, store, lambda f, s: progress(0.8 + 0.2 * f, s))
     progress(1.0, "done")
     return [store.get_result(s.id) for s in specs]
+
+
+def _release_memory() -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:  # hand freed heap pages back to the OS so peak RSS reflects live data (glibc only)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _runtime_for(backend: str, specs: list[ExperimentSpec], device: str):

@@ -13,7 +13,7 @@ from engine.errors import UnsupportedOnDevice
 from engine.spec import Recipe
 
 Progress = Callable[[float, str], None]
-CALIB_BATCH = 8  # calibration sequences per forward pass
+CALIB_BATCH = 4  # calibration sequences per forward pass (logits of a batch are vocab-sized)
 
 
 def check_runnable(recipe: Recipe, device: str) -> None:
