@@ -5,8 +5,12 @@
    source are held out too) and predict the held-out rows. Goal: median absolute error <= 12%.
 2. Model Optimizer reference speedup table (assets/modelopt_benchmark_reference.csv, Llama 3.1 8B / 70B
    on H200, FP8 / INT4 AWQ / W4A8 AWQ vs BF16, batch 1/8/64, per-GPU speedup). Goal: median absolute
-   error <= 8% and INT4 AWQ below 1.0x where the reference is. Shown twice: calibrated on all published
-   sources (the table's own source included, as the shipped estimator is) and with that source left out.
+   error <= 8% and INT4 AWQ below 1.0x where the reference is. Shown calibrated on all published
+   sources (the table's own source included, as the shipped estimator is: in-sample) and with that source
+   left out (held out). The goal is judged on the held-out column; the in-sample one is for reference.
+   A third column adds the published speedup ratios of the 2024 Model Optimizer benchmark.md versions and
+   the TensorRT-LLM quantization blog (engine/perf/ratios.py) to the held-out fit, to show what that
+   evidence does (the shipped calibration does not use it: it makes the held-out error worse).
 Both are printed next to a plain uncalibrated roofline (full bandwidth and peak, hard max, no
 overheads: what LLM-Viewer-style calculators do) and next to the spec-sheet priors without a fit.
 
@@ -23,6 +27,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.perf import calibrate  # noqa: E402
+from engine.perf.ratios import published_ratios  # noqa: E402
 from engine.perf.params import prior_params  # noqa: E402
 from engine.perf.paths import asset  # noqa: E402
 from engine.reference import fixed_batch_throughput  # noqa: E402
@@ -115,9 +120,13 @@ def speedups(q: pd.DataFrame, pred: np.ndarray) -> pd.DataFrame:
 def modelopt_section() -> bool:
     pts = calibrate.published_points()
     q = modelopt_queries()
+    held_pts = pts[~pts.source.str.contains(MODELOPT_SOURCE)]
+    ratios = published_ratios()
+    with_ratios = calibrate.fit(held_pts, ratios=ratios[~ratios.source.str.contains(MODELOPT_SOURCE)])
     variants = {
-        "calibrated (all published sources)": calibrate.fit(pts).params,
-        f"calibrated without {MODELOPT_SOURCE}": calibrate.fit(pts[~pts.source.str.contains(MODELOPT_SOURCE)]).params,
+        "in-sample (all published sources)": calibrate.fit(pts).params,
+        f"HELD OUT (without {MODELOPT_SOURCE})": calibrate.fit(held_pts).params,
+        "held out + 2024 speedup ratios": with_ratios.params,
         "priors, no fit": prior_params(),
         "plain roofline": calibrate.PLAIN_ROOFLINE,
     }
@@ -133,19 +142,30 @@ def modelopt_section() -> bool:
         for t in tables.values():
             line += f" | {t.estimate[i]:6.2f}x  err {pct(t.err[i])}      "
         print(line)
-    ok_all = True
+    ok_held, figures = True, {}
     for k, t in tables.items():
         cross = t[(t.precision == "int4_awq") & (t.reference < 1.0)]
         crossed = bool((cross.estimate < 1.0).all())
+        figures[k] = (t.err.median(), crossed)
         print(f"   {k:44s} median error {pct(t.err.median())}, p90 {pct(t.err.quantile(.9))}; "
               f"INT4 AWQ below 1.0x where measured so ({len(cross)} cases): {'yes' if crossed else 'NO'}")
-        if k.startswith("calibrated (all"):
-            ok_all = t.err.median() <= SPEEDUP_GOAL and crossed
-    print(f"   GOAL median <= {SPEEDUP_GOAL:.0%} with the INT4 AWQ crossover (shipped calibration): "
-          f"{'PASS' if ok_all else 'FAIL'}")
-    print("   Note: the shipped calibration includes this table's own source, so the first column is an "
-          "in-sample fit; the second column shows how it does when that source is never seen.\n")
-    return ok_all
+        if k.startswith("HELD OUT"):
+            ok_held = t.err.median() <= SPEEDUP_GOAL and crossed
+    print("   Ratio rows in the third column, each document's best-fitting assumed ISL/OSL, fit error:")
+    r = with_ratios.ratios
+    for src, g in r.groupby("source"):
+        e = abs_err(g.predicted, g.speedup_per_gpu)
+        print(f"     {src[:52]:52s} {len(g):3d} rows, {g.lengths.iloc[0]:18s} median {pct(np.median(e))}, "
+              f"max {pct(e.max())}")
+    med_held, crossed_held = figures[f"HELD OUT (without {MODELOPT_SOURCE})"]
+    med_in, crossed_in = figures["in-sample (all published sources)"]
+    print(f"   GOAL median <= {SPEEDUP_GOAL:.0%} with the INT4 AWQ crossover, judged on the HELD-OUT column: "
+          f"{'PASS' if ok_held else 'FAIL'} (held out: median {med_held:.1%}, crossover "
+          f"{'yes' if crossed_held else 'NO'})")
+    print(f"   In-sample, for reference only (the shipped calibration includes the table's own source): "
+          f"median {med_in:.1%}, crossover {'yes' if crossed_in else 'NO'}"
+          f"{'' if ok_held else '; the goal is NOT met out of source'}.\n")
+    return ok_held
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.perf.arch import Architecture
 from engine.perf.catalog import GPU
-from engine.perf.params import PRIORS
+from engine.perf.params import PRIORS, TIED
 from engine.perf.formats import COMPUTE_FORMAT, HEAD_BYTES, SPARSE_WEIGHT_FACTOR, WEIGHT_BYTES
 
 DECODE_SAMPLES = 4  # context lengths sampled over the output (midpoint rule)
@@ -123,7 +123,7 @@ def work_items(s: Shape) -> list[dict]:
         comm("decode", steps, s.batch)
         overhead("decode", steps)
     for it in items:
-        it.update(bw=g.bandwidth, link=g.link_gb_s * 1e9, gen=g.generation, harness=s.harness)
+        it.update(bw=g.bandwidth, link=g.link_gb_s * 1e9, gen=g.generation, harness=s.harness, bf16=bf16)
     return items
 
 
@@ -138,6 +138,7 @@ class Items:
         self.decode = np.array([r["phase"] == "decode" for r in rows])
         self.mult, self.bytes, self.flops = col("mult"), col("bytes"), col("flops")
         self.peak, self.n_w, self.m = col("peak"), col("n_w"), col("m")
+        self.bf16 = col("bf16")  # the GPU's BF16 tensor peak: the clock of the dequantization cost
         self.bw, self.link = col("bw"), col("link")
         self.dequant = np.array([r["dequant"] for r in rows])
         self.kind = np.array([r["kind"] for r in rows])
@@ -150,6 +151,7 @@ class Items:
     def _param(self, p: dict, name: str, sel=None) -> np.ndarray | float:
         """Parameter `name` for the items in `sel`, with the harness adjustment `hs_<name>` applied to
         items measured by the static-batching harness (gptSessionBenchmark) when the fit has one."""
+        name = TIED.get(name, name)
         v = p[name]
         adj = p.get(f"hs_{name}")
         if adj is None:
@@ -168,8 +170,9 @@ class Items:
                 eta_m[sel], eta_c[sel] = self._param(p, "kv_mem", sel), self._param(p, "attn_c", sel)
             elif grp not in ("comm", "overhead"):
                 eta_m[sel], eta_c[sel] = self._param(p, f"m_{grp}", sel), self._param(p, f"c_{grp}", sel)
-                if f"dq_{grp}" in p:
-                    deq[sel], deq_small[sel] = p[f"dq_{grp}"], p[f"dqs_{grp}"]
+                dq = TIED.get(f"dq_{grp}", f"dq_{grp}")
+                if dq in p:
+                    deq[sel], deq_small[sel] = p[dq], p[TIED.get(f"dqs_{grp}", f"dqs_{grp}")]
         genf = np.ones(n)
         for gen in np.unique(self.gen):
             genf[self.gen == gen] = p.get(f"gen_{gen}", 1.0)
@@ -183,7 +186,9 @@ class Items:
         # Dequantizing 4-bit weights: batched-GEMV kernels for up to ~gemv_m rows do it cheaply once per
         # weight; beyond, the mixed-input GEMM pays per tile of rows and runs far below the BF16 peak.
         small = 1 / (1 + (self.m / p["gemv_m"]) ** 4)
-        t_deq = np.where(self.dequant, self.n_w * 128 / (self.peak * genf)
+        # Unpacking runs on CUDA cores, whose rate scales like the BF16 tensor peak (SMs x clock), whatever
+        # the MMA format: W4A8 unpacks as much as W4A16, only its multiply runs at the FP8 rate.
+        t_deq = np.where(self.dequant, self.n_w * 128 / (self.bf16 * genf)
                          * (small / deq_small + (1 - small) * np.maximum(1.0, self.m / DEQUANT_TILE) / deq),
                          0.0)
         k = np.clip(self._param(p, "knee_p"), 1.0, 100.0)

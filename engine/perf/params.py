@@ -9,17 +9,15 @@ them only as far as measured points demand (each prior is a soft constraint in l
 PRIORS: dict[str, tuple[float, float, float, float]] = {
     # achieved fraction of memory bandwidth when streaming weights, per weight format
     "m_w16": (0.80, 0.3, 0.1, 1.0), "m_fp8": (0.80, 0.3, 0.1, 1.0), "m_int8_sq": (0.80, 0.3, 0.1, 1.0),
-    "m_int4_awq": (0.70, 0.3, 0.05, 1.0), "m_w4a8_awq": (0.70, 0.3, 0.05, 1.0),
-    "m_nvfp4": (0.70, 0.3, 0.05, 1.0),
+    "m_int4_awq": (0.70, 0.3, 0.05, 1.0), "m_nvfp4": (0.70, 0.3, 0.05, 1.0),
     # achieved fraction of the format's dense tensor peak in large GEMMs
     "c_w16": (0.70, 0.3, 0.1, 1.0), "c_fp8": (0.45, 0.4, 0.1, 1.0), "c_int8_sq": (0.45, 0.4, 0.1, 1.0),
-    "c_int4_awq": (0.45, 0.4, 0.05, 1.0), "c_w4a8_awq": (0.35, 0.4, 0.05, 1.0),
-    "c_nvfp4": (0.30, 0.4, 0.05, 1.0),
+    "c_int4_awq": (0.45, 0.4, 0.05, 1.0), "c_nvfp4": (0.30, 0.4, 0.05, 1.0),
     # dequantization rate of 4-bit weights, relative to peak/128 element per second: in the mixed-input
     # GEMM (dq_*) and in the batched GEMV used for a few rows (dqs_*)
-    "dq_int4_awq": (1.0, 1.5, 0.01, 20.0), "dq_w4a8_awq": (1.0, 1.5, 0.01, 20.0),
+    "dq_int4_awq": (1.0, 1.5, 0.01, 20.0),
     # the batched GEMV is memory-bound: its dequantization mostly hides under the weight loads
-    "dqs_int4_awq": (50.0, 1.5, 0.1, 1000.0), "dqs_w4a8_awq": (50.0, 1.5, 0.1, 1000.0),
+    "dqs_int4_awq": (50.0, 1.5, 0.1, 1000.0),
     "gemv_m": (4.0, 0.5, 1.0, 32.0),  # rows up to which the batched GEMV handles weight-only GEMMs
     # GEMM size (weights per layer per GPU, millions) at which compute efficiency is half its asymptote
     "s0_bf16": (30.0, 1.0, 0.1, 2000.0), "s0_8bit": (30.0, 1.0, 0.1, 2000.0),
@@ -34,6 +32,12 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
     "gen_ampere": (1.0, 0.25, 0.4, 2.0), "gen_ada": (1.0, 0.25, 0.4, 2.0),
     "gen_blackwell": (1.0, 0.25, 0.4, 2.0), "gen_hopper": (1.0, 0.0, 1.0, 1.0),
 }
+
+# W4A8 AWQ is INT4 AWQ's packed weights fed to FP8 tensor cores: the same weight loads and INT4 unpacking
+# on CUDA cores (so the same bandwidth and dequantization efficiencies as W4A16), and the FP8 MMA of an
+# FP8 GEMM. Tying them lets W4A8 estimates learn from INT4 and FP8 measurements, where W4A8 has few.
+TIED = {"m_w4a8_awq": "m_int4_awq", "dq_w4a8_awq": "dq_int4_awq", "dqs_w4a8_awq": "dqs_int4_awq",
+        "c_w4a8_awq": "c_fp8"}
 
 # Static-batching harness (gptSessionBenchmark, TensorRT-LLM <= 0.9 documents) vs trtllm-bench: the
 # older documents time the engine alone, so their per-layer overhead and kernel efficiencies differ.
