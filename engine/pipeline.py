@@ -228,7 +228,9 @@ def _accuracy_provenance(ctx: _Context, spec: ExperimentSpec) -> dict:
 
 
 def _speed_metric(m) -> str:
-    return "output_tokens_per_sec" if "output_tokens_per_sec" in m.metrics else "decode_tokens_per_sec"
+    from engine.runtimes.base import speed_metric_of
+
+    return speed_metric_of(m.metrics)
 
 
 def _speed_metrics(speed: list, baseline: list) -> dict[str, float]:

@@ -109,6 +109,41 @@ def summarize_runs(runs: Sequence[dict[str, float]]) -> tuple[dict[str, float], 
     return medians, spreads
 
 
+def speed_metric_of(metrics: dict[str, Any]) -> str:
+    """The metric a speedup is taken on: total output tokens/s when measured, else decode tokens/s."""
+    return "output_tokens_per_sec" if "output_tokens_per_sec" in metrics else "decode_tokens_per_sec"
+
+
+def worst_spread(runs_per_model: Sequence[Sequence[dict[str, float]]], metric: str) -> float | None:
+    """The largest relative spread of `metric` over the models' runs (None when none is known)."""
+    spreads = [relative_spread([r[metric] for r in runs]) for runs in runs_per_model
+               if runs and all(metric in r for r in runs)]
+    known = [s for s in spreads if s is not None]
+    return max(known) if known else None
+
+
+RunRounds = Callable[[int, bool, int], list[list[dict[str, float]]]]  # (rounds, first call, runs done)
+
+
+def runs_until_steady(run_rounds: RunRounds, repeats: int, max_repeats: int,
+                      max_spread: float = DEFAULT_MAX_SPREAD,
+                      on_more: Callable[[float, int], None] | None = None) -> list[list[dict[str, float]]]:
+    """`repeats` interleaved rounds from `run_rounds`, then more while any model's spread on the
+    speed metric is over `max_spread`, up to `max_repeats` rounds in all (a burst of load from other
+    programs usually passes, as pyperf and timeit assume). The spread is never trimmed: a machine
+    that stays noisy still gets its speedup refused, with the reason. One list of runs per model."""
+    runs: list[list[dict[str, float]]] = []
+    while True:
+        done = len(runs[0]) if runs else 0
+        more = run_rounds(min(repeats, max_repeats - done), not runs, done)
+        runs = [a + b for a, b in zip(runs, more)] if runs else [list(r) for r in more]
+        worst = worst_spread(runs, speed_metric_of(runs[0][0]))
+        if worst is None or worst <= max_spread or len(runs[0]) >= max_repeats:
+            return runs
+        if on_more:
+            on_more(worst, min(repeats, max_repeats - len(runs[0])))
+
+
 def _same_device(a: dict[str, Any], b: dict[str, Any]) -> bool:
     da, db = a.get("device"), b.get("device")
     if isinstance(da, dict) and isinstance(db, dict):

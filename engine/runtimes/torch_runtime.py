@@ -18,7 +18,8 @@ from typing import Any
 
 from engine import registry
 from engine.errors import UnsupportedOnDevice
-from engine.runtimes.base import Availability, Measurement, Progress, summarize_runs
+from engine.runtimes.base import (DEFAULT_MAX_SPREAD, Availability, Measurement, Progress, runs_until_steady,
+                                  summarize_runs)
 
 NOT_ON_CPU = {
     "fp8": "no fast FP8 kernels on CPU",
@@ -105,11 +106,14 @@ class TorchRuntime:
     label = "PyTorch"
 
     def __init__(self, device: str = "auto", warmup: int = 1, repeats: int = 5, seed: int = 0,
-                 int8_activations: str = "static"):
+                 int8_activations: str = "static", max_repeats: int | None = None):
         if repeats < 2:
             raise ValueError("repeats must be at least 2 so the run-to-run spread is known.")
         self.device_request = device
         self.warmup, self.repeats, self.seed = warmup, repeats, seed
+        # A burst of load from other programs can make one set of runs too noisy for a speedup;
+        # more rounds (up to this many in all) usually settle it, as pyperf/timeit do.
+        self.max_repeats = max(repeats, max_repeats if max_repeats is not None else 3 * repeats)
         self.int8_activations = int8_activations
         # On a shared machine one pinned thread gives steadier timings than fighting for all cores.
         self.threads = int(os.environ.get("TLAB_BENCH_THREADS", "0")) or None
@@ -182,18 +186,29 @@ class TorchRuntime:
         for batch in workload.batch_sizes:
             ids = torch_bench.prompt_ids(vocab, batch, workload.input_len, self.seed, device)
             progress(f"batch {batch}, {workload.input_len} in / {workload.output_len} out: {', '.join(names)}")
-            runs = torch_bench.run_interleaved(
-                nets, ids, workload.output_len, self.warmup, self.repeats,
-                on_run=lambda j, i, m: progress(f"  {names[j]} run {i}/{self.repeats}: "
-                                                f"{m.get('decode_tokens_per_sec', 0):.1f} decode tok/s"))
+            runs = self._runs_until_steady(nets, names, ids, workload.output_len, progress)
             for j, (_, recipe) in enumerate(entries):
                 medians, spreads = summarize_runs(runs[j])
                 prov = {**provs[j], "workload": {"batch_size": batch, "input_len": workload.input_len,
                                                  "output_len": workload.output_len}}
                 out[j].append(Measurement(self.name, recipe.precision, recipe.sparsity, batch,
                                           workload.input_len, workload.output_len, medians, spreads,
-                                          self.repeats, prov))
+                                          len(runs[j]), prov))
         return out
+
+    def _runs_until_steady(self, nets, names, ids, output_len, progress) -> list[list[dict[str, float]]]:
+        from engine.runtimes import torch_bench
+
+        def rounds(n: int, first: bool, done: int):
+            return torch_bench.run_interleaved(
+                nets, ids, output_len, self.warmup if first else 0, n,
+                on_run=lambda j, i, m: progress(f"  {names[j]} run {done + i}: "
+                                                f"{m.get('decode_tokens_per_sec', 0):.1f} decode tok/s"))
+
+        return runs_until_steady(rounds, self.repeats, self.max_repeats,
+                                 on_more=lambda worst, n: progress(
+                                     f"  runs varied by {worst:.0%} (limit {DEFAULT_MAX_SPREAD:.0%}): "
+                                     f"{n} more round(s)"))
 
     def _provenance(self, net: Any, recipe: Any, device: Any) -> dict[str, Any]:
         import torch
@@ -209,7 +224,9 @@ class TorchRuntime:
             "kernels": torch_deploy.describe(net),
             "weights_mb": round(torch_deploy.deployed_weight_bytes(net) / 2**20, 1),
             "method": (f"greedy decode with KV cache, fixed output length (no EOS stop), {self.warmup} "
-                       f"warm-up run(s), median of {self.repeats} runs; seed {self.seed}; "
+                       f"warm-up run(s), median over interleaved rounds ({self.repeats}, more while the spread "
+                       f"is over {DEFAULT_MAX_SPREAD:.0%}, at most {self.max_repeats}; 'repeats' says how many); "
+                       f"seed {self.seed}; "
                        f"{torch.get_num_threads()} threads"),
         }
         if recipe.precision == "int8_sq":

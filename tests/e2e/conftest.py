@@ -1,6 +1,6 @@
 """Shared browser-test plumbing: a real `streamlit run app/main.py` on a free local port with a fresh
 TLAB_HOME, and Debian's Chromium (/usr/bin/chromium; .ci/install_browser.sh installs it) driven by
-Playwright. Screenshots go to artifacts/screenshots/; the server's log is copied there as streamlit.log."""
+Playwright. Screenshots go to artifacts/screenshots/; the server's log is copied there as streamlit-<test name>.log."""
 
 import os
 import signal
@@ -45,8 +45,15 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float 
     raise AssertionError(f"streamlit did not become healthy in {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fresh_screenshots():
+    """Screenshots from an earlier run must not pass for this run's."""
+    for old in SHOTS.glob("*") if SHOTS.exists() else ():
+        old.unlink()
+
+
 @pytest.fixture
-def app_url(tmp_path, monkeypatch):
+def app_url(tmp_path, monkeypatch, request):
     """The URL of a running app on a fresh store; stops the app and its worker afterwards."""
     home = tmp_path / "home"
     monkeypatch.setenv("TLAB_HOME", str(home))
@@ -82,7 +89,7 @@ def app_url(tmp_path, monkeypatch):
             except ProcessLookupError:
                 pass
         SHOTS.mkdir(parents=True, exist_ok=True)
-        (SHOTS / "streamlit.log").write_text(log.read_text(errors="replace"))
+        (SHOTS / f"streamlit-{request.node.name}.log").write_text(log.read_text(errors="replace"))
 
 
 @pytest.fixture

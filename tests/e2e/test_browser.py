@@ -12,7 +12,6 @@ import csv
 import io
 import re
 import time
-import warnings
 
 import pytest
 
@@ -64,16 +63,11 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .scatterlayer .points path, "
                            ".js-plotly-plot .barlayer .point').length > 0")
     _shot(page, "results")
+    # The demo times its recipes (the runtime adds rounds while a busy machine makes them noisy):
+    # the trade-off chart with measured speedups and its frontier, never accuracy alone.
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
-    plotted_speedups = points.count() > 0
-    if plotted_speedups:  # speedups measured: the trade-off chart with its frontier
-        assert points.count() >= 2  # the baseline and at least one timed recipe
-        assert "Pareto frontier" in chart.inner_text()
-    else:  # runs too noisy for a trustworthy speedup: accuracy alone, and the page says why
-        assert page.locator(".js-plotly-plot .barlayer .point").count() >= 2
-        assert page.get_by_text("accuracy alone").count() and page.get_by_text("have no speedup here").count()
-        warnings.warn("The demo's speed runs were too noisy for a speedup (a busy machine?): the results "
-                      "page showed accuracy alone with the reason; see artifacts/screenshots/results.png.")
+    assert points.count() >= 2, "no speedup was plotted: " + page.inner_text("body")[-1500:]  # baseline + timed recipe
+    assert "Pareto frontier" in chart.inner_text()
 
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download CSV").click()
@@ -82,8 +76,7 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert len(rows) >= 3 and {"precision", "ppl_increase_pct", "provenance"} <= set(rows[0])
     assert "bf16" in {r["precision"] for r in rows}
-    if plotted_speedups:
-        assert any(r.get("speedup") for r in rows)
+    assert any(r.get("speedup") and float(r["speedup"]) > 0 for r in rows)
 
     chart.hover()
     with page.expect_download() as png_info:

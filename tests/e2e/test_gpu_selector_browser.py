@@ -124,4 +124,4 @@ def test_gpu_selector_ranks_the_chosen_gpus_and_plots_them(app_url, page):
     page.set_viewport_size({"width": 1400, "height": 2600})  # the whole page, memory chart included
     grid.locator(".dvn-scroller").evaluate("el => el.scrollTo(0, 0)")  # the screenshot shows the table's start
     page.evaluate("document.activeElement && document.activeElement.blur()")  # no focus ring in the picture
-    shot(page, "gpu_selector")
+    shot(page, "gpu_selector_ranked")

@@ -234,7 +234,7 @@ def test_benchmark_returns_one_measurement_per_batch(int8_model):
     assert [m.batch_size for m in ms] == [1, 2]
     for m in ms:
         assert isinstance(m, Measurement) and m.backend == "torch" and m.precision == "int8_sq"
-        assert (m.input_len, m.output_len, m.repeats) == (16, 4, 2)
+        assert (m.input_len, m.output_len) == (16, 4) and 2 <= m.repeats <= rt.max_repeats
         for key in ("prefill_ms", "ttft_ms", "tpot_ms", "decode_tokens_per_sec", "output_tokens_per_sec",
                     "request_latency_ms", "peak_memory_mb"):
             assert m.metrics[key] > 0, key

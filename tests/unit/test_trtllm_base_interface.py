@@ -90,3 +90,45 @@ def test_listing_runtimes_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     # the torch backend may import torch to probe CUDA; TensorRT-LLM must stay unimported
     assert "tensorrt_llm" not in out.stdout and "modelopt" not in out.stdout
+
+
+# --- more rounds while the runs are too noisy for a speedup -----------------------------------------
+
+def _scripted_rounds(values_per_model):
+    """A run_rounds callable that hands out the given tokens/s values in order, recording its calls."""
+    calls = []
+
+    def run_rounds(n, first, done):
+        calls.append((n, first, done))
+        return [[{"output_tokens_per_sec": v} for v in vals[done:done + n]] for vals in values_per_model]
+    return run_rounds, calls
+
+
+def test_steady_runs_stop_after_the_first_rounds():
+    from engine.runtimes.base import runs_until_steady
+
+    rounds, calls = _scripted_rounds([[100, 101, 99, 100, 100, 100], [150, 151, 149, 150, 150, 150]])
+    runs = runs_until_steady(rounds, repeats=4, max_repeats=12)
+    assert calls == [(4, True, 0)] and [len(r) for r in runs] == [4, 4]
+
+
+def test_a_noisy_burst_gets_more_rounds_until_the_spread_settles():
+    from engine.runtimes.base import relative_spread, runs_until_steady
+
+    noisy = [100, 60, 140, 100, 100, 101, 99, 100, 100, 100, 100, 100]
+    rounds, calls = _scripted_rounds([noisy, [150] * 12])
+    more = []
+    runs = runs_until_steady(rounds, repeats=4, max_repeats=12, on_more=lambda w, n: more.append((w, n)))
+    assert calls == [(4, True, 0), (4, False, 4)]  # warm-up only in the first call
+    assert len(runs[0]) == 8 and relative_spread([r["output_tokens_per_sec"] for r in runs[0]]) <= 0.10
+    assert more and more[0][0] > 0.10 and more[0][1] == 4
+
+
+def test_a_machine_that_never_settles_stops_at_the_cap_with_its_spread_intact():
+    from engine.runtimes.base import relative_spread, runs_until_steady
+
+    wild = [100, 50, 150, 70, 130, 60, 140, 80, 120, 55]
+    rounds, calls = _scripted_rounds([wild, [150] * 10])
+    runs = runs_until_steady(rounds, repeats=4, max_repeats=10)
+    assert [c[0] for c in calls] == [4, 4, 2] and len(runs[0]) == 10
+    assert relative_spread([r["output_tokens_per_sec"] for r in runs[0]]) > 0.10  # still refused later
