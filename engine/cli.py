@@ -116,13 +116,27 @@ def _print_provenance_notes(records: list[dict]) -> None:
     seen = []
     for r in records:
         for part, p in (r.get("provenance") or {}).items():
-            line = f"{part}: {p.get('kind')} on {p.get('device')} — {p.get('engine') or p.get('backend')}"
+            if not isinstance(p, dict):  # e.g. speed_not_measured: the reason, in words
+                seen.append(f"  {r['precision']}/{r['sparsity']}: {part.replace('_', ' ')} — {p}")
+                continue
+            line = f"{part}: {p.get('kind')} on {_device_text(p.get('device'))} — {p.get('engine') or p.get('backend')}"
             if line not in seen:
                 seen.append(line)
             for bs, why in (p.get("speedup_refused") or {}).items():
                 seen.append(f"  {r['precision']}/{r['sparsity']} batch {bs}: no speedup reported — {why}")
     if seen:
         print("\nProvenance:\n  " + "\n  ".join(seen))
+
+
+def _device_text(device) -> str:
+    """A provenance device (a string, or a runtime's {name, cores, memory_mb, ...}) in a few words."""
+    if not isinstance(device, dict):
+        return str(device)
+    extra = [f"{device['cores']} cores" if device.get("cores") else "",
+             f"{device['memory_mb'] / 1024:.0f} GiB" if device.get("memory_mb") else "",
+             f"driver {device['driver']}" if device.get("driver") else ""]
+    extra = ", ".join(e for e in extra if e)
+    return f"{device.get('kind', '')}: {device.get('name', '?')}" + (f" ({extra})" if extra else "")
 
 
 class _ProgressBar:

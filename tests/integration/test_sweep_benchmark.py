@@ -62,3 +62,14 @@ def test_unmeasurable_recipe_keeps_accuracy_and_says_why(benchmarked, capsys, mo
     assert fp8["perplexity"] > 0
     assert "speedup" not in fp8 and "speed" not in fp8["provenance_detail"]
     assert "FP8" in fp8["provenance_detail"]["speed_not_measured"]
+
+
+def test_results_table_says_where_each_number_came_from(benchmarked, capsys, monkeypatch):
+    """The default (table) output lists each provenance once, with the device in words and the
+    reason a recipe has no speed here."""
+    monkeypatch.setenv("TLAB_HOME", str(benchmarked))
+    assert main(["results"]) == 0
+    out = capsys.readouterr().out
+    notes = out.split("Provenance:")[1]
+    assert "speed: measured on cpu: " in notes and "{" not in notes  # no raw dicts
+    assert "fp8/none: speed not measured" in notes and "FP8" in notes

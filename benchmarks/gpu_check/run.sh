@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The one prepared GPU check (run ON the device machine, from the repo root, after prepare.sh here):
+#   device run, carry [".gpu_carry"], command "bash benchmarks/gpu_check/run.sh", timeout_s 540
+# It installs the carried wheels, builds a random-weight SmolLM2-1.7B-shaped model on the GPU, and
+# drives the product's real path: `tlab sweep --benchmark` with the PyTorch CUDA runtime (BF16
+# baseline, FP8 via torch._scaled_mm, INT4 AWQ via tinygemm; NVFP4 must be refused on Hopper with a
+# reason). Results (JSON with provenance) and the log come back under $OUT.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TLAB_HOME=/tmp/tlab OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu_check.log") 2>&1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_carry/whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+python3 -c "import torch, transformers, modelopt; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| transformers', transformers.__version__, '| modelopt', modelopt.__version__)"
+tlab() { timeout "$1" python3 -m engine.cli "${@:2}"; }
+tlab 60 estimate --model HuggingFaceTB/SmolLM2-1.7B --gpu h200 --precision fp8 --batch 8 --isl 512 --osl 128 --json
+python3 benchmarks/gpu_check/random_checkpoint.py /tmp/ckpt --tokenizer .gpu_carry/tokenizer || exit 1
+common=(--model /tmp/ckpt --calib-size 16 --calib-seq-len 256 --eval-tokens 2048 --device cuda)
+# NVFP4 on Hopper: expect a refusal that says why (Blackwell needed), not a crash.
+tlab 60 sweep "${common[@]}" --recipes nvfp4 && echo "UNEXPECTED: nvfp4 ran on this GPU"
+tlab 420 sweep "${common[@]}" --recipes fp8,int4_awq,w4a8_awq,int8_sq --benchmark --backend pytorch \
+    --isl 512 --osl 128 --batch-sizes 1,8,32 --experiment gpu-check
+echo "sweep exit $?"
+tlab 60 results --format json > "$OUT/results.json"
+tlab 60 results --format table
