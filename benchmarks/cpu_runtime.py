@@ -140,7 +140,7 @@ def main(argv=None) -> int:
           f"{'/'.join(load_after)}: other programs on this machine slow every recipe; runs were interleaved.")
     print(f"Measured on {dev['name']} ({dev['cores']} cores, {dev['threads']} threads, {dev['isa']}), "
           f"torch {torch.__version__}; ISL {args.input_len}, OSL {args.output_len}; median ± relative spread (IQR/median from 4 runs, else (max-min)/median) "
-          f"of {args.repeats} runs after {args.warmup} warm-up")
+          f"of {args.repeats} interleaved runs (more, up to {rt.max_repeats}, while a spread is over 10%) after {args.warmup} warm-up")
     print(f"{'recipe':30s} {'batch':>5s} {'decode tok/s':>15s} {'TPOT ms':>13s} {'TTFT ms':>14s} "
           f"{'proc. RSS MB':>12s} {'weights MB':>10s} {'vs FP32':>8s} {'goal':>12s}")
     failures = 0
