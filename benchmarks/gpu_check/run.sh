@@ -14,6 +14,8 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 python3 -c "import torch, transformers, modelopt; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| transformers', transformers.__version__, '| modelopt', modelopt.__version__)"
 tlab() { timeout "$1" python3 -m engine.cli "${@:2}"; }
+# Correctness first: the CUDA kernels reproduce modelopt's calibrated model (tests/gpu, skipped in CI).
+timeout 180 python3 -m pytest -q -p no:cacheprovider tests/gpu || echo "GPU TESTS FAILED (exit $?)"
 tlab 60 estimate --model HuggingFaceTB/SmolLM2-1.7B --gpu h200 --precision fp8 --batch 8 --isl 512 --osl 128 --json
 python3 benchmarks/gpu_check/random_checkpoint.py /tmp/ckpt --tokenizer .gpu_carry/tokenizer || exit 1
 common=(--model /tmp/ckpt --calib-size 16 --calib-seq-len 256 --eval-tokens 2048 --device cuda)
