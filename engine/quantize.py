@@ -43,6 +43,18 @@ def modelopt_config(recipe: Recipe) -> dict | None:
     return cfg
 
 
+def calibration_batches(calib: list, size: int) -> list[list]:
+    """Consecutive [1, len] sequences grouped `size` at a time; a group closes early where the
+    length changes (sequences of different lengths cannot share a batch without padding)."""
+    groups: list[list] = []
+    for seq in calib:
+        if groups and len(groups[-1]) < size and groups[-1][-1].shape[1:] == seq.shape[1:]:
+            groups[-1].append(seq)
+        else:
+            groups.append([seq])
+    return groups
+
+
 def apply_recipe(model: Any, recipe: Recipe, calib: list, progress: Progress | None = None) -> Any:
     """Sparsify (if asked) then quantize `model` in place with calibration batches `calib`."""
     import torch
@@ -51,7 +63,7 @@ def apply_recipe(model: Any, recipe: Recipe, calib: list, progress: Progress | N
     device = next(model.parameters()).device
     # Few large batches, not many single sequences: AWQ's search and SmoothQuant's statistics run
     # once per forward call, so batching cuts calibration time without changing the data.
-    batches = [torch.cat(calib[i:i + CALIB_BATCH]).to(device) for i in range(0, len(calib), CALIB_BATCH)]
+    batches = [torch.cat(group).to(device) for group in calibration_batches(calib, CALIB_BATCH)]
 
     def forward_loop(m):
         with torch.no_grad():

@@ -101,3 +101,15 @@ def test_windows_and_calibration_are_deterministic(tmp_path):
     a, b = prepare(_CharTokenizer(), spec), prepare(_CharTokenizer(), spec)
     assert a.eval_ids.shape == (4, 64)
     assert all((x == y).all() for x, y in zip(a.calib, b.calib))
+
+
+def test_calibration_batches_group_equal_lengths_in_order():
+    import torch
+
+    from engine.quantize import calibration_batches
+
+    seqs = [torch.zeros(1, n, dtype=torch.long) for n in (64, 64, 64, 48, 48, 64)]
+    groups = calibration_batches(seqs, 2)
+    assert [[s.shape[1] for s in g] for g in groups] == [[64, 64], [64], [48, 48], [64]]
+    assert [s for g in groups for s in g] == seqs  # every sequence once, in order
+    assert all(torch.cat(g).shape[0] == len(g) for g in groups)
