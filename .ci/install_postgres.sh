@@ -7,10 +7,4 @@ if command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/nul
   echo "postgresql already installed: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1)"
   exit 0
 fi
-SUDO=""
-if [ "$(id -u)" != "0" ]; then
-  SUDO="sudo"
-fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update
-$SUDO apt-get install -y --no-install-recommends postgresql
+bash "$(dirname "$0")/apt_install.sh" postgresql

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import open_store
-
-# The SQLite suite's store tests, run here against PostgreSQL with this module's `store` fixture.
+# The SQLite suite's store tests and its `store` fixture, run here on this module's `home` (PostgreSQL).
 from test_store import (  # noqa: F401
+    store,
     test_bad_records_are_refused,
     test_change_token,
     test_export_json_csv_table,
@@ -111,13 +110,6 @@ def home(tmp_path, monkeypatch, pg_url):
     monkeypatch.setenv("TLAB_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TLAB_STORE_URL", f"{pg_url.rsplit('/', 1)[0]}/{name}")
     return tmp_path / "home"
-
-
-@pytest.fixture
-def store(home):
-    s = open_store()
-    yield s
-    s.close()
 
 
 def test_store_on_postgres_is_postgres(store, home):
