@@ -113,3 +113,22 @@ def test_calibration_batches_group_equal_lengths_in_order():
     assert [[s.shape[1] for s in g] for g in groups] == [[64, 64], [64], [48, 48], [64]]
     assert [s for g in groups for s in g] == seqs  # every sequence once, in order
     assert all(torch.cat(g).shape[0] == len(g) for g in groups)
+
+
+def test_hf_dataset_source_reads_a_local_dataset_folder(tmp_path, monkeypatch):
+    """`hf:NAME:SPLIT` goes through datasets.load_dataset, the same call as for a hub id; here NAME is
+    a local dataset folder (no hub at test time). Offline, a hub id fails with what to use instead."""
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "my_corpus"
+    folder.mkdir()
+    rows = [{"text": f"Paragraph {i} about calibration data."} for i in range(5)] + [{"text": "  "}]
+    (folder / "train.jsonl").write_text("\n".join(__import__("json").dumps(r) for r in rows))
+    docs = load_documents(f"hf:{folder}:train")
+    assert docs == [r["text"] for r in rows[:5]]  # blank rows dropped, order kept
+    with pytest.raises(DataError, match="hf:NAME:SPLIT"):
+        load_documents("hf:only-a-name")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="Without internet use 'bundled'"):
+        load_documents("hf:some-org/not-cached-anywhere:train")
