@@ -170,8 +170,49 @@ def main(argv=None) -> int:
             verdict = "<=2% ok" if ok else "<=2% MISSED"
         print(f"{label:30s} {sim:14.3f} {dep:13.3f} {diff:7.2%} {verdict:>10s}")
     print(f"FP32 perplexity {base_ppl:.3f} on {prepared.eval_tokens} held-out tokens of the bundled corpus")
+    print("\nWhere a batch-1 decode step goes (torch.profiler, 8 steps after a 128-token prompt; 'other ops' "
+          "are norms, rotary, KV-cache, attention, casts; the rest of the wall time is Python/framework):")
+    print(f"{'recipe':30s} {'step ms':>8s} {'linear kernels ms':>18s} {'other ops ms':>13s} {'framework ms':>13s}")
+    for label, (model, _) in zip(labels, entries):
+        wall, kernels, other = decode_step_breakdown(model, args.input_len)
+        print(f"{label:30s} {wall:8.2f} {kernels:18.2f} {other:13.2f} {max(wall - kernels - other, 0):13.2f}")
     print("FP8 / W4A8 / NVFP4: not measurable on this CPU (no fast kernels); see the estimate.")
     return 1 if failures else 0
+
+
+LINEAR_KERNELS = ("aten::mm", "aten::addmm", "quantized::linear", "aten::_weight_int4pack_mm")
+
+
+def decode_step_breakdown(model, input_len: int, steps: int = 8) -> tuple[float, float, float]:
+    """(wall ms, ms in linear-layer kernels, ms in all other ops) per batch-1 decode step. The ops'
+    self times come from torch.profiler; the wall time is timed without the profiler."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import DynamicCache
+
+    ids = torch.randint(0, model.config.vocab_size, (1, input_len), generator=torch.Generator().manual_seed(0))
+
+    def decode(n):
+        cache = DynamicCache(config=model.config)
+        tok = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+        t = time.perf_counter()
+        for _ in range(n):
+            tok = model(input_ids=tok, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+        return (time.perf_counter() - t) / n * 1e3
+
+    with torch.inference_mode():
+        decode(2)
+        wall = min(decode(steps) for _ in range(3))
+        cache = DynamicCache(config=model.config)
+        tok = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                tok = model(input_ids=tok, past_key_values=cache, use_cache=True,
+                            logits_to_keep=1).logits[:, -1:].argmax(-1)
+    events = prof.key_averages()
+    kernels = sum(e.self_cpu_time_total for e in events if e.key.startswith(LINEAR_KERNELS))
+    total = sum(e.self_cpu_time_total for e in events)
+    return wall, kernels / 1e3 / steps, (total - kernels) / 1e3 / steps
 
 
 def deployed_kernels(model) -> str:
