@@ -10,6 +10,7 @@ from engine.names import check_name
 from engine.perf.paths import asset
 
 GIB = 1024**3
+ECC_ON_GDDR = {"l4", "l40s", "a10g"}  # datacenter GDDR6 cards: in-band ECC on by default
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ class GPU:
 
     @property
     def memory_bytes(self) -> float:
-        return self.memory_gb * 1e9
+        """Memory the runtime can use. Datasheet capacities are binary (an "80GB" H100 shows 81559 MiB in
+        nvidia-smi, an A100 80GB 81920 MiB); GDDR cards that ship with ECC on give 1/16 of it to ECC."""
+        return self.memory_gb * GIB * (15 / 16 if self.id in ECC_ON_GDDR else 1.0)
 
     @property
     def bandwidth(self) -> float:  # bytes/s

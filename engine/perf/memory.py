@@ -8,8 +8,11 @@ from engine.perf.catalog import GIB, GPU
 from engine.perf.formats import HEAD_BYTES, SPARSE_WEIGHT_FACTOR, WEIGHT_BYTES
 
 MAX_NUM_TOKENS = 8192  # TensorRT-LLM's default max_num_tokens: prefill runs in chunks of this size
-RESERVE_FIXED = 1.5 * GIB  # CUDA context, cuBLAS/TensorRT workspaces
-RESERVE_FRACTION = 0.05  # allocator slack (TensorRT-LLM leaves 1 - kv_cache_free_gpu_mem_fraction free)
+RESERVE_FIXED = 1.5 * GIB  # CUDA context, cuBLAS/TensorRT workspaces, NCCL buffers
+# TensorRT-LLM sizes its KV-cache pool as this fraction of the memory still free once the weights,
+# activations and workspaces are allocated (trtllm-bench's default --kv_cache_free_gpu_mem_fraction);
+# the rest of that free memory stays unused.
+KV_CACHE_FREE_FRACTION = 0.90
 MAX_BATCH = 4096  # largest batch the estimator proposes
 
 
@@ -60,11 +63,12 @@ def activation_bytes(arch: Architecture, batch: int, isl: int, tp: int) -> float
 def plan(arch: Architecture, gpu: GPU, precision: str, sparse: bool, tp: int, batch: int,
          isl: int, osl: int, kv_bytes: float) -> MemoryPlan:
     cap = gpu.memory_bytes
+    weights = weight_bytes(arch, precision, sparse, tp)
+    act = activation_bytes(arch, batch, isl, tp)
+    free = max(cap - weights - act - RESERVE_FIXED, 0.0)
     return MemoryPlan(
-        weights=weight_bytes(arch, precision, sparse, tp),
-        kv_cache=batch * (isl + osl) * kv_per_sequence_token(arch, kv_bytes, tp),
-        activations=activation_bytes(arch, batch, isl, tp),
-        reserve=RESERVE_FIXED + RESERVE_FRACTION * cap, capacity=cap)
+        weights=weights, kv_cache=batch * (isl + osl) * kv_per_sequence_token(arch, kv_bytes, tp),
+        activations=act, reserve=RESERVE_FIXED + (1 - KV_CACHE_FREE_FRACTION) * free, capacity=cap)
 
 
 def max_batch(arch, gpu, precision, sparse, tp, isl, osl, kv_bytes) -> int:

@@ -178,9 +178,10 @@ class Items:
             genf[self.gen == gen] = p.get(f"gen_{gen}", 1.0)
         for cf in ("bf16", "fp8", "int8", "fp4"):
             sel = self.cfmt == cf
-            if sel.any():  # small GEMMs (small hidden size, high TP) stay further from peak
-                s0 = self._param(p, f"s0_{'8bit' if cf in ('fp8', 'int8') else cf}", sel) * 1e6
-                eta_c[sel] *= self.size[sel] / (self.size[sel] + s0)
+            if sel.any():  # GEMMs with little work (few rows x small weights) stay further from peak
+                w0 = self._param(p, f"w0_{'8bit' if cf in ('fp8', 'int8') else cf}", sel) * 1e9
+                work = self.size[sel] * np.maximum(self.m[sel], 1.0)
+                eta_c[sel] *= work / (work + w0)
         t_mem = self.bytes / (self.bw * eta_m * genf)
         t_cmp = self.flops / (self.peak * eta_c * genf)
         # Dequantizing 4-bit weights: batched-GEMV kernels for up to ~gemv_m rows do it cheaply once per
