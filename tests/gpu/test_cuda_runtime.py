@@ -6,9 +6,6 @@ kernels (FP8 through torch._scaled_mm on sm89+, INT4 AWQ through tinygemm on sm8
 the same next tokens as the calibrated (simulated) model.
 """
 
-import copy
-import warnings
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -19,21 +16,15 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an 
 from engine.runtimes.torch_deploy import deploy  # noqa: E402
 from engine.runtimes.torch_runtime import TorchRuntime  # noqa: E402
 from engine.spec import Recipe, Workload  # noqa: E402
+from tests.helpers_quant import VOCAB, calibrate, tiny_llama  # noqa: E402
 
-VOCAB = 512
 CFGS = {"fp8": "FP8_DEFAULT_CFG", "int4_awq": "INT4_AWQ_CFG"}
 MIN_CC = {"fp8": (8, 9), "int4_awq": (8, 0)}
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=VOCAB, tie_word_embeddings=True,
-                      max_position_embeddings=256)
-    return LlamaForCausalLM(cfg).eval().to("cuda", torch.bfloat16)
+    return tiny_llama(hidden=256, heads=4, kv_heads=2).to("cuda", torch.bfloat16)
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +33,7 @@ def prompt():
 
 
 def _calibrated(model, precision):
-    gen = torch.Generator().manual_seed(1)
-    batches = [torch.randint(0, VOCAB, (2, 64), generator=gen).cuda() for _ in range(2)]
-
-    def loop(m):
-        with torch.no_grad():
-            for b in batches:
-                m(b)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return mtq.quantize(copy.deepcopy(model), copy.deepcopy(getattr(mtq, CFGS[precision])), loop)
+    return calibrate(model, getattr(mtq, CFGS[precision]), "cuda")
 
 
 def _skip_below(precision):

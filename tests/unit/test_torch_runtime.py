@@ -5,9 +5,6 @@ model's 576) is calibrated by modelopt itself; the deployed model must hold the 
 give the same logits as the calibrated (fake-quantized) one.
 """
 
-import copy
-import warnings
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -20,43 +17,22 @@ from engine.runtimes.base import Measurement
 from engine.runtimes.torch_deploy import deploy
 from engine.runtimes.torch_runtime import TorchRuntime, cpu_availability, cuda_availability
 from engine.spec import Recipe, Workload
-
-VOCAB = 512
+from tests.helpers_quant import VOCAB, calibrate, tiny_llama
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=192, intermediate_size=512, num_hidden_layers=2, num_attention_heads=3,
-                      num_key_value_heads=1, vocab_size=VOCAB, tie_word_embeddings=True,
-                      max_position_embeddings=256)
-    return LlamaForCausalLM(cfg).eval()
-
-
-def _calibrate(model, cfg):
-    gen = torch.Generator().manual_seed(1)
-    batches = [torch.randint(0, VOCAB, (2, 64), generator=gen) for _ in range(2)]
-
-    def loop(m):
-        with torch.no_grad():
-            for b in batches:
-                m(b)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return mtq.quantize(copy.deepcopy(model), copy.deepcopy(cfg), loop)
+    return tiny_llama(hidden=192, heads=3, kv_heads=1)
 
 
 @pytest.fixture(scope="module")
 def int8_model(tiny):
-    return _calibrate(tiny, mtq.INT8_SMOOTHQUANT_CFG)
+    return calibrate(tiny, mtq.INT8_SMOOTHQUANT_CFG)
 
 
 @pytest.fixture(scope="module")
 def int4_model(tiny):
-    return _calibrate(tiny, mtq.INT4_AWQ_CFG)
+    return calibrate(tiny, mtq.INT4_AWQ_CFG)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +106,7 @@ def test_int4_kernel_group_fits_modelopt_blocks():
 
 def test_fp8_weights_reproduce_modelopt(tiny):
     """The FP8 path runs only on CUDA, but its weight conversion can be checked here."""
-    model = _calibrate(tiny, mtq.FP8_DEFAULT_CFG)
+    model = calibrate(tiny, mtq.FP8_DEFAULT_CFG)
     for name, layer in _quant_linears(model):
         k8 = kernels.Fp8Linear(layer.weight.detach(), None, layer.weight_quantizer.amax,
                                layer.input_quantizer.amax, None, "cpu")
@@ -186,7 +162,7 @@ def test_deploy_refuses_wrong_precision_and_uncalibrated(int8_model, tiny):
 def test_deploy_refuses_quantizers_it_would_drop(tiny):
     from engine.quantize import modelopt_config
 
-    model = _calibrate(tiny, modelopt_config(Recipe("int8_sq", kv_cache="fp8")))
+    model = calibrate(tiny, modelopt_config(Recipe("int8_sq", kv_cache="fp8")))
     with pytest.raises(UnsupportedOnDevice, match="cannot deploy"):
         deploy(model, "int8_sq", "cpu")
 
