@@ -28,7 +28,7 @@ MODEL_VERSION = "roofline-v2"  # cached fits are also keyed by the code and cata
 
 # The plain uncalibrated roofline peer tools use: full bandwidth and peak, hard max, no overheads.
 PLAIN_ROOFLINE = {**{k: 1.0 for k in PRIORS}, "knee_p": 100.0, "layer_us": 0.0, "ar_us": 0.0,
-                  "dq_int4_awq": 1e9, "dqs_int4_awq": 1e9,
+                  "dq_int4_awq": 1e9, "dqs_int4_awq": 1e9, "act_mem": 1e9,
                   "w0_bf16": 0.0, "w0_8bit": 0.0, "w0_fp4": 0.0}
 PLAIN_ROOFLINE = {k: v for k, v in PLAIN_ROOFLINE.items() if not k.startswith("hs_")}
 

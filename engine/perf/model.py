@@ -2,7 +2,9 @@
 
 A query (model, GPU, precision, TP, batch, ISL, OSL) becomes a table of work items per GPU:
 GEMMs of the transformer body, the LM head, attention (KV cache read in decode, FLOPs in prefill),
-tensor-parallel all-reduces and a fixed per-layer cost. The items do not depend on the fitted
+tensor-parallel all-reduces, elementwise passes over the hidden activations (norms, residual adds, MoE
+token permutation: every TP rank does them on the full hidden vector, so they do not shrink with TP)
+and a fixed per-layer cost. The items do not depend on the fitted
 parameters, so the calibration fit re-times the same arrays many times (`item_seconds`).
 
 Time of a GEMM = p-norm of (memory time, compute time, dequantization time): the p-norm is a soft
@@ -26,7 +28,17 @@ DEQUANT_TILE = 64  # rows of activations sharing one dequantized weight tile
 # 2:4 sparse tensor cores peak at 2x dense. Kernels reach less; 1.5x is a prior, not fitted: the only
 # published sparse numbers (Model Optimizer, Llama 2 70B FP8 sparse TP1 vs dense TP2) state no ISL/OSL.
 SPARSE_COMPUTE_GAIN = 1.5
-KINDS = ("gemm", "head", "attn", "comm", "overhead")
+KINDS = ("gemm", "head", "attn", "comm", "act", "overhead")
+# Passes over one 16-bit hidden-size activation vector per token and layer outside GEMMs and attention:
+# two RMSNorms with their residual adds (each reads the input and the residual, writes the sum and the
+# normalized output). MoE adds the token permutation (read 1, write k copies) and the un-permutation
+# that sums the k expert outputs (read k, write 1): act_passes().
+ACT_PASSES_DENSE = 8
+
+
+def act_passes(arch: Architecture) -> int:
+    return ACT_PASSES_DENSE + (2 * (1 + arch.experts_per_token) if arch.is_moe else 0)
+
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,13 @@ def work_items(s: Shape) -> list[dict]:
                               bytes=2 * (tp - 1) / tp * tokens * a.hidden * 2, flops=0.0, peak=bf16,
                               n_w=0.0, m=tokens, dequant=False, size=0.0, cfmt="comm"))
 
+    def act(phase, mult, tokens):
+        # Every TP rank holds the full hidden vector of every token: this traffic does not shrink with TP,
+        # so at high TP and large batches it is a sizeable share of the step (the GEMMs shrink 1/TP).
+        items.append(dict(phase=phase, mult=mult * a.layers, kind="act", group="act",
+                          bytes=tokens * a.hidden * 2 * act_passes(a), flops=0.0, peak=bf16, n_w=0.0, m=tokens,
+                          dequant=False, size=0.0, cfmt="act"))
+
     def overhead(phase, mult):
         items.append(dict(phase=phase, mult=mult * a.layers, kind="overhead", group="overhead", bytes=0.0,
                           flops=0.0, peak=bf16, n_w=0.0, m=0.0, dequant=False, size=0.0, cfmt="overhead"))
@@ -111,6 +130,7 @@ def work_items(s: Shape) -> list[dict]:
     gemm("prefill", 1, s.batch, kind="head")
     attn("prefill", 1, s.isl, s.isl)
     comm("prefill", 1, tokens)
+    act("prefill", 1, tokens)
     overhead("prefill", 1)
     # Decode: osl - 1 steps of one token per sequence, context growing from isl to isl + osl.
     steps = s.osl - 1
@@ -121,6 +141,7 @@ def work_items(s: Shape) -> list[dict]:
             ctx = s.isl + (j + 0.5) * steps / DECODE_SAMPLES
             attn("decode", steps / DECODE_SAMPLES, ctx, 1)
         comm("decode", steps, s.batch)
+        act("decode", steps, s.batch)
         overhead("decode", steps)
     for it in items:
         it.update(bw=g.bandwidth, link=g.link_gb_s * 1e9, gen=g.generation, harness=s.harness, bf16=bf16)
@@ -168,6 +189,8 @@ class Items:
             sel = self.group == grp
             if grp == "attn":
                 eta_m[sel], eta_c[sel] = self._param(p, "kv_mem", sel), self._param(p, "attn_c", sel)
+            elif grp == "act":
+                eta_m[sel] = self._param(p, "act_mem", sel)
             elif grp not in ("comm", "overhead"):
                 eta_m[sel], eta_c[sel] = self._param(p, f"m_{grp}", sel), self._param(p, f"c_{grp}", sel)
                 dq = TIED.get(f"dq_{grp}", f"dq_{grp}")
@@ -199,6 +222,7 @@ class Items:
         else:  # scaled by the largest term so t**k cannot underflow
             safe = np.where(top > 0, top, 1.0)
             t = top * ((t_mem / safe) ** k + (t_cmp / safe) ** k + (t_deq / safe) ** k) ** (1 / k)
+        t = np.where(self.kind == "act", self.bytes / (self.bw * eta_m * genf), t)
         t = np.where(self.kind == "comm", self._param(p, "ar_us") * 1e-6
                      + self.bytes / (self.link * self._param(p, "link_eff")), t)
         t = np.where(self.kind == "overhead", self._param(p, "layer_us"), t * 1.0)

@@ -24,6 +24,11 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
     "w0_bf16": (10.0, 1.5, 0.01, 10000.0), "w0_8bit": (10.0, 1.5, 0.01, 10000.0),
     "w0_fp4": (10.0, 1.5, 0.01, 10000.0),
     "kv_mem": (0.70, 0.3, 0.1, 1.0),  # attention: fraction of bandwidth reading the KV cache
+    # elementwise passes over the hidden activations (norms, residual adds, MoE token permutation; see
+    # model.act_passes): fraction of bandwidth. The published fit lands near 0.2, well below what a
+    # streaming kernel reaches, so the counted passes also stand in for other per-token work that does
+    # not shrink with TP (the fit learns it from the Mixtral TP2 rows; left out, it stays at the prior)
+    "act_mem": (0.70, 0.3, 0.05, 1.0),
     "attn_c": (0.50, 0.4, 0.05, 1.0),  # prefill attention: fraction of BF16 peak
     "layer_us": (20.0, 1.0, 1.0, 300.0),  # fixed cost per layer per forward pass (launches, norms, sync)
     "knee_p": (2.0, 0.5, 1.0, 8.0),  # p of the soft max between memory and compute time
