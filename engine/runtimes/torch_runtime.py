@@ -19,7 +19,7 @@ from typing import Any
 from engine import registry
 from engine.errors import UnsupportedOnDevice
 from engine.runtimes.base import (DEFAULT_MAX_SPREAD, Availability, Measurement, Progress, runs_until_steady,
-                                  summarize_runs)
+                                  steady_or_one_thread, summarize_runs)
 
 NOT_ON_CPU = {
     "fp8": "no fast FP8 kernels on CPU",
@@ -183,14 +183,31 @@ class TorchRuntime:
         vocab = nets[0].config.vocab_size
         names = [_display_name(r, p) for (_, r), p in zip(entries, provs)]
         out: list[list[Measurement]] = [[] for _ in entries]
+        note = None  # once a batch size fell back to one thread, the rest run on one thread too
         for batch in workload.batch_sizes:
             ids = torch_bench.prompt_ids(vocab, batch, workload.input_len, self.seed, device)
             progress(f"batch {batch}, {workload.input_len} in / {workload.output_len} out: {', '.join(names)}")
-            runs = self._runs_until_steady(nets, names, ids, workload.output_len, progress)
+
+            def measure():
+                return self._runs_until_steady(nets, names, ids, workload.output_len, progress)
+
+            if device.type == "cpu" and self.threads is None:
+                runs, fell_back = steady_or_one_thread(
+                    measure, torch.get_num_threads(), torch.set_num_threads,
+                    on_retry=lambda worst: progress(f"  still {worst:.0%} apart with {torch.get_num_threads()} "
+                                                    "threads (other programs use these cores): measuring "
+                                                    "again on 1 thread"))
+                note = fell_back or note
+            else:
+                runs = measure()
             for j, (_, recipe) in enumerate(entries):
                 medians, spreads = summarize_runs(runs[j])
                 prov = {**provs[j], "workload": {"batch_size": batch, "input_len": workload.input_len,
                                                  "output_len": workload.output_len}}
+                if device.type == "cpu":
+                    prov["device"] = {**prov["device"], "threads": torch.get_num_threads()}
+                if note:
+                    prov["threads_note"] = note
                 out[j].append(Measurement(self.name, recipe.precision, recipe.sparsity, batch,
                                           workload.input_len, workload.output_len, medians, spreads,
                                           len(runs[j]), prov))
@@ -226,8 +243,8 @@ class TorchRuntime:
             "method": (f"greedy decode with KV cache, fixed output length (no EOS stop), {self.warmup} "
                        f"warm-up run(s), median over interleaved rounds ({self.repeats}, more while the spread "
                        f"is over {DEFAULT_MAX_SPREAD:.0%}, at most {self.max_repeats}; 'repeats' says how many); "
-                       f"seed {self.seed}; "
-                       f"{torch.get_num_threads()} threads"),
+                       f"seed {self.seed}" + ("; CPU threads: device.threads (one, with threads_note, when "
+                                              "several were too noisy on a busy machine)" if device.type == "cpu" else "")),
         }
         if recipe.precision == "int8_sq":
             prov["int8_activations"] = getattr(net, "deployed_int8_activations", self.int8_activations)

@@ -132,3 +132,30 @@ def test_a_machine_that_never_settles_stops_at_the_cap_with_its_spread_intact():
     runs = runs_until_steady(rounds, repeats=4, max_repeats=10)
     assert [c[0] for c in calls] == [4, 4, 2] and len(runs[0]) == 10
     assert relative_spread([r["output_tokens_per_sec"] for r in runs[0]]) > 0.10  # still refused later
+
+
+def test_noisy_runs_on_several_threads_are_measured_again_on_one():
+    from engine.runtimes.base import steady_or_one_thread
+
+    threads = {"n": 2}
+    calls = []
+
+    def measure():  # timings stall with 2 threads while another program holds a core
+        calls.append(threads["n"])
+        vals = [100, 55, 150, 80] if threads["n"] > 1 else [60, 61, 59, 60]
+        return [[{"output_tokens_per_sec": v} for v in vals]]
+
+    runs, note = steady_or_one_thread(measure, 2, lambda n: threads.update(n=n))
+    assert calls == [2, 1] and [r["output_tokens_per_sec"] for r in runs[0]] == [60, 61, 59, 60]
+    assert note.startswith("measured on 1 thread") and "2 threads" in note
+
+
+def test_steady_runs_or_a_single_thread_keep_their_first_measurement():
+    from engine.runtimes.base import steady_or_one_thread
+
+    steady = lambda: [[{"output_tokens_per_sec": v} for v in (100, 101, 99, 100)]]  # noqa: E731
+    noisy = lambda: [[{"output_tokens_per_sec": v} for v in (100, 50, 150, 70)]]  # noqa: E731
+    never = lambda n: pytest.fail("must not change threads")  # noqa: E731
+    assert steady_or_one_thread(steady, 2, never)[1] is None
+    runs, note = steady_or_one_thread(noisy, 1, never)  # already one thread: the refusal stands
+    assert note is None and len(runs[0]) == 4
