@@ -23,3 +23,7 @@ class DataError(TlabError, ValueError):
 
 class StoreError(TlabError):
     """The results store cannot be opened or written."""
+
+
+class SettingError(TlabError, ValueError):
+    """An environment setting that holds a value Tradeoff Lab cannot use."""

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from engine import registry
+from engine.cpu_threads import job_threads
 from engine.errors import TlabError, UnsupportedOnDevice
 from engine.provenance import describe_device, resolve_device, versions
 from engine.quantize import apply_recipe, check_runnable, round_to_bf16
@@ -70,26 +71,27 @@ def run_sweep(model: ModelRef, recipes: list[Recipe], data: DataSpec, store: Any
         return [store.get_result(s.id) for s in specs]
 
     store.ensure_experiment(experiment, loc.name, {"data": data.__dict__})
-    ctx = _Context.load(model, data, device, progress)
-    acc_share = 0.8 if runtime is None else 0.6
-    records, to_benchmark = [], []
-    for n, spec in enumerate(todo):
-        start, width = 0.2 + acc_share * n / len(todo), acc_share / len(todo)
-        record, calibrated = _run_one(ctx, spec, experiment, loc.name,
-                                      lambda f, s, a=start, w=width: progress(a + w * f, s))
-        if runtime is not None:
-            if spec.recipe in unmeasurable:
-                record["provenance"]["speed_not_measured"] = unmeasurable[spec.recipe]
-            else:
-                to_benchmark.append((spec, record, _prepare_for_runtime(runtime, calibrated, spec.recipe)))
-        store.save_result(record)
-        records.append(record)
-        del calibrated
-        _release_memory()  # modelopt's quantized copy holds cycles; free it before the next recipe
-    if to_benchmark:
-        _speed_stage(runtime, to_benchmark, store, lambda f, s: progress(0.8 + 0.2 * f, s))
-    progress(1.0, "done")
-    return [store.get_result(s.id) for s in specs]
+    with job_threads(device) as threads:  # CPU: only the cores other programs leave free
+        ctx = _Context.load(model, data, device, progress, threads)
+        acc_share = 0.8 if runtime is None else 0.6
+        records, to_benchmark = [], []
+        for n, spec in enumerate(todo):
+            start, width = 0.2 + acc_share * n / len(todo), acc_share / len(todo)
+            record, calibrated = _run_one(ctx, spec, experiment, loc.name,
+                                          lambda f, s, a=start, w=width: progress(a + w * f, s))
+            if runtime is not None:
+                if spec.recipe in unmeasurable:
+                    record["provenance"]["speed_not_measured"] = unmeasurable[spec.recipe]
+                else:
+                    to_benchmark.append((spec, record, _prepare_for_runtime(runtime, calibrated, spec.recipe)))
+            store.save_result(record)
+            records.append(record)
+            del calibrated
+            _release_memory()  # modelopt's quantized copy holds cycles; free it before the next recipe
+        if to_benchmark:
+            _speed_stage(runtime, to_benchmark, store, lambda f, s: progress(0.8 + 0.2 * f, s))
+        progress(1.0, "done")
+        return [store.get_result(s.id) for s in specs]
 
 
 def _release_memory() -> None:
@@ -163,11 +165,13 @@ class _AnyProgress:
 class _Context:
     """What a sweep shares: the pristine model, tokenized data, and the baseline reference."""
 
-    def __init__(self, loaded, data, reference, device, timings):
+    def __init__(self, loaded, data, reference, device, timings, threads=None):
         self.loaded, self.data, self.reference, self.device, self.timings = loaded, data, reference, device, timings
+        self.threads = threads  # (number, why) on CPU
 
     @classmethod
-    def load(cls, model: ModelRef, data_spec: DataSpec, device: str, progress: Progress) -> "_Context":
+    def load(cls, model: ModelRef, data_spec: DataSpec, device: str, progress: Progress,
+             threads: tuple[int, str] | None = None) -> "_Context":
         import torch
 
         from engine import evaluate
@@ -176,7 +180,7 @@ class _Context:
 
         torch.manual_seed(data_spec.seed)
         t0 = time.perf_counter()
-        progress(0.0, "loading the model")
+        progress(0.0, "loading the model" + (f" on {threads[1]}" if threads else ""))
         loaded = load_model(model, device=device, dtype=torch.bfloat16 if device.startswith("cuda") else None)
         round_to_bf16(loaded.model)
         t1 = time.perf_counter()
@@ -184,7 +188,7 @@ class _Context:
         data = prepare(loaded.tokenizer, data_spec)
         ref = evaluate.reference(loaded.model, data.eval_ids, lambda f, s: progress(0.05 + 0.15 * f, s))
         t2 = time.perf_counter()
-        return cls(loaded, data, ref, device, {"load_s": t1 - t0, "baseline_s": t2 - t1})
+        return cls(loaded, data, ref, device, {"load_s": t1 - t0, "baseline_s": t2 - t1}, threads)
 
 
 def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, model_name: str,
@@ -220,7 +224,9 @@ def _accuracy_provenance(ctx: _Context, spec: ExperimentSpec) -> dict:
     simulated = registry.precision(spec.recipe.precision).modelopt_cfg is not None or spec.recipe.kv_cache != "auto"
     how = ("modelopt simulated (fake) quantization in PyTorch" if simulated
            else "PyTorch, weights rounded to the recipe's precision")
+    extra = {"cpu_threads": ctx.threads[0], "cpu_threads_note": ctx.threads[1]} if ctx.threads else {}
     return {
+        **extra,
         "kind": "measured", "device": describe_device(ctx.device), "engine": how, "versions": versions(),
         "method": (f"perplexity, KL divergence and top-1 agreement against the bf16 baseline on "
                    f"{ctx.data.eval_tokens} held-out tokens of '{ctx.data.source}'"),

@@ -184,6 +184,14 @@ class TorchRuntime:
         names = [_display_name(r, p) for (_, r), p in zip(entries, provs)]
         out: list[list[Measurement]] = [[] for _ in entries]
         note = None  # once a batch size fell back to one thread, the rest run on one thread too
+        if device.type == "cpu" and self.threads is None:
+            from engine.cpu_threads import busy_cores, choose_threads, usable_cpus
+
+            # Load may have changed since the job started: count the free cores again.
+            n, why = choose_threads(probe=lambda: busy_cores(sample_s=0.5))
+            torch.set_num_threads(n)
+            note = why if n < len(usable_cpus()) else None
+            progress(f"CPU threads: {why}")
         for batch in workload.batch_sizes:
             ids = torch_bench.prompt_ids(vocab, batch, workload.input_len, self.seed, device)
             progress(f"batch {batch}, {workload.input_len} in / {workload.output_len} out: {', '.join(names)}")
@@ -243,8 +251,9 @@ class TorchRuntime:
             "method": (f"greedy decode with KV cache, fixed output length (no EOS stop), {self.warmup} "
                        f"warm-up run(s), median over interleaved rounds ({self.repeats}, more while the spread "
                        f"is over {DEFAULT_MAX_SPREAD:.0%}, at most {self.max_repeats}; 'repeats' says how many); "
-                       f"seed {self.seed}" + ("; CPU threads: device.threads (one, with threads_note, when "
-                                              "several were too noisy on a busy machine)" if device.type == "cpu" else "")),
+                       f"seed {self.seed}" + ("; CPU threads: device.threads (fewer than the cores, with "
+                                              "threads_note, when other programs kept cores busy or several "
+                                              "threads were too noisy)" if device.type == "cpu" else "")),
         }
         if recipe.precision == "int8_sq":
             prov["int8_activations"] = getattr(net, "deployed_int8_activations", self.int8_activations)

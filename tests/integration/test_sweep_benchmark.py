@@ -21,11 +21,15 @@ def benchmarked(tmp_path_factory):
     home = tmp_path_factory.mktemp("bench-home")
     old = os.environ.get("TLAB_HOME")
     os.environ["TLAB_HOME"] = str(home)
+    import torch
+
+    threads_before = torch.get_num_threads()
     try:
         code = main(["sweep", "--precisions", "int8_sq,fp8", "--calib-size", "2", "--calib-seq-len", "64",
                      "--eval-tokens", "512", "--eval-seq-len", "256", "--benchmark", "--isl", "16",
                      "--osl", "8", "--batch-sizes", "1", "--format", "json"])
         assert code == 0
+        assert torch.get_num_threads() == threads_before  # the job's thread choice does not leak
         assert main(["results", "--format", "json"]) == 0
         yield home
     finally:
@@ -46,6 +50,9 @@ def test_measured_speed_with_provenance(benchmarked, capsys, monkeypatch):
         speed = r["provenance_detail"]["speed"]
         assert speed["kind"] == "measured" and speed["backend"] == "torch"
         assert speed["measurements"][0]["repeats"] >= 2
+        assert speed["device"]["threads"] >= 1
+    accuracy = rows["int8_sq"]["provenance_detail"]["accuracy"]
+    assert accuracy["cpu_threads"] >= 1 and "thread(s)" in accuracy["cpu_threads_note"]
     int8 = rows["int8_sq"]
     refused = int8["provenance_detail"]["speed"]["speedup_refused"]
     # Either a speedup against the baseline measured in the same run, or the reason it was withheld.
