@@ -173,9 +173,15 @@ def main(argv=None) -> int:
     print("\nWhere a batch-1 decode step goes (torch.profiler, 8 steps after a 128-token prompt; 'other ops' "
           "are norms, rotary, KV-cache, attention, casts; the rest of the wall time is Python/framework):")
     print(f"{'recipe':30s} {'step ms':>8s} {'linear kernels ms':>18s} {'other ops ms':>13s} {'framework ms':>13s}")
+    steps = []
     for label, (model, _) in zip(labels, entries):
         wall, kernels, other = decode_step_breakdown(model, args.input_len)
+        steps.append((label, wall, kernels))
         print(f"{label:30s} {wall:8.2f} {kernels:18.2f} {other:13.2f} {max(wall - kernels - other, 0):13.2f}")
+    _, base_wall, base_kernels = steps[0]
+    for label, wall, kernels in steps[1:]:
+        print(f"{label}: linear kernels {base_kernels / kernels:.2f}x FP32's, whole step {base_wall / wall:.2f}x "
+              f"(the other {wall - kernels:.1f} ms per step are norms, attention, rotary, KV cache and Python)")
     print("FP8 / W4A8 / NVFP4: not measurable on this CPU (no fast kernels); see the estimate.")
     return 1 if failures else 0
 
