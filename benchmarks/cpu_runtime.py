@@ -81,6 +81,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-tokens", type=int, default=4096)
     ap.add_argument("--precisions", nargs="+", default=["int8_sq", "int4_awq"])
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--decode-loop", choices=["auto", "transformers"], default="auto",
+                    help="auto: the lean loop where it reproduces transformers (the default runtime); "
+                         "transformers: time transformers' own forward")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -106,7 +109,8 @@ def main(argv=None) -> int:
     workload = Workload(args.input_len, args.output_len, tuple(args.batch_sizes))
     log(f"model {lm.name}; workload {workload}; torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    rt = TorchRuntime(device="cpu", warmup=args.warmup, repeats=args.repeats)
+    rt = TorchRuntime(device="cpu", warmup=args.warmup, repeats=args.repeats, decode_loop=args.decode_loop)
+    rt.threads = args.threads or rt.threads  # else the runtime picks the free cores itself
     for p in ("fp8", "w4a8_awq", "nvfp4"):
         print(f"  {p:9s} not measured: {rt.availability(p).reason}")
 
@@ -121,10 +125,11 @@ def main(argv=None) -> int:
         sim_ppl = perplexity(model, prepared.eval_ids)
         variants = ["static", "dynamic"] if precision == "int8_sq" else ["static"]
         for act in variants:
-            deployed = TorchRuntime(device="cpu", int8_activations=act).deploy(model, precision)
+            deployed = TorchRuntime(device="cpu", int8_activations=act, decode_loop=args.decode_loop).deploy(model, precision)
             dep_ppl = perplexity(deployed, prepared.eval_ids)
             label = {"int8_sq": f"INT8 SQ W8A8 ({act} act.)", "int4_awq": "INT4 AWQ W4A16 (bf16 act.)"}[precision]
-            log(f"{label}: perplexity simulated {sim_ppl:.3f}, deployed {dep_ppl:.3f}; kernels {deployed_kernels(deployed)}")
+            log(f"{label}: perplexity simulated {sim_ppl:.3f}, deployed {dep_ppl:.3f}; kernels {deployed_kernels(deployed)}; "
+                f"decode loop {deployed.decode_loop}")
             entries.append((deployed, Recipe(precision)))
             labels.append(label)
             ppls.append((sim_ppl, dep_ppl))
@@ -170,8 +175,9 @@ def main(argv=None) -> int:
             verdict = "<=2% ok" if ok else "<=2% MISSED"
         print(f"{label:30s} {sim:14.3f} {dep:13.3f} {diff:7.2%} {verdict:>10s}")
     print(f"FP32 perplexity {base_ppl:.3f} on {prepared.eval_tokens} held-out tokens of the bundled corpus")
-    print("\nWhere a batch-1 decode step goes (torch.profiler, 8 steps after a 128-token prompt; 'other ops' "
-          "are norms, rotary, KV-cache, attention, casts; the rest of the wall time is Python/framework):")
+    print("\nWhere a batch-1 decode step goes (torch.profiler, 8 steps after a 128-token prompt, in the loop "
+          "timed above; 'other ops' are norms, rotary, KV-cache, attention, casts; the rest of the wall time "
+          "is Python/framework):")
     print(f"{'recipe':30s} {'step ms':>8s} {'linear kernels ms':>18s} {'other ops ms':>13s} {'framework ms':>13s}")
     steps = []
     for label, (model, _) in zip(labels, entries):
@@ -190,31 +196,33 @@ LINEAR_KERNELS = ("aten::mm", "aten::addmm", "quantized::linear", "aten::_weight
 
 
 def decode_step_breakdown(model, input_len: int, steps: int = 8) -> tuple[float, float, float]:
-    """(wall ms, ms in linear-layer kernels, ms in all other ops) per batch-1 decode step. The ops'
-    self times come from torch.profiler; the wall time is timed without the profiler."""
+    """(wall ms, ms in linear-layer kernels, ms in all other ops) per batch-1 decode step of the loop the
+    benchmark times. The ops' self times come from torch.profiler; the wall time is timed without it."""
     import torch
     from torch.profiler import ProfilerActivity, profile
-    from transformers import DynamicCache
+
+    from engine.runtimes.torch_bench import generation_loop
 
     ids = torch.randint(0, model.config.vocab_size, (1, input_len), generator=torch.Generator().manual_seed(0))
 
+    def started(n):
+        prefill, step = generation_loop(model, 1, input_len + n + 1)
+        return prefill(ids).argmax(-1, keepdim=True), step
+
     def decode(n):
-        cache = DynamicCache(config=model.config)
-        tok = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+        tok, step = started(n)
         t = time.perf_counter()
         for _ in range(n):
-            tok = model(input_ids=tok, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+            tok = step(tok)
         return (time.perf_counter() - t) / n * 1e3
 
     with torch.inference_mode():
         decode(2)
         wall = min(decode(steps) for _ in range(3))
-        cache = DynamicCache(config=model.config)
-        tok = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1:].argmax(-1)
+        tok, step = started(steps)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(steps):
-                tok = model(input_ids=tok, past_key_values=cache, use_cache=True,
-                            logits_to_keep=1).logits[:, -1:].argmax(-1)
+                tok = step(tok)
     events = prof.key_averages()
     kernels = sum(e.self_cpu_time_total for e in events if e.key.startswith(LINEAR_KERNELS))
     total = sum(e.self_cpu_time_total for e in events)

@@ -62,27 +62,58 @@ def _forward(model, ids, cache, cache_kw: str):
     return model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_kw: cache})
 
 
-@torch.inference_mode()
-def timed_generation(model, ids: torch.Tensor, output_len: int) -> tuple[dict[str, float], torch.Tensor]:
-    """One run: metrics of this run and the generated tokens [batch, output_len]."""
+LEAN = "lean"  # the value of a deployed model's `decode_loop` when engine.runtimes.torch_decode runs it
+
+
+def _transformers_loop(model):
+    """(prefill, step): transformers' forward with its DynamicCache."""
     from transformers import DynamicCache
 
-    device = ids.device
-    batch = ids.shape[0]
     cache = DynamicCache(config=model.config)
     cache_kw = _cache_kwarg(model)
+
+    def logits(ids):
+        return _forward(model, ids, cache, cache_kw).logits[:, -1, :]
+
+    return logits, lambda token: logits(token).argmax(dim=-1, keepdim=True)
+
+
+def _lean_loop(model, batch: int, max_len: int):
+    from engine.runtimes.torch_decode import LeanDecoder
+
+    decoder = LeanDecoder(model, batch, max_len)
+    return decoder.logits, decoder.next_token
+
+
+def generation_loop(model, batch: int, max_len: int):
+    """(prefill(ids) -> last logits, step(token) -> next token) of the loop this model is timed with."""
+    if getattr(model, "decode_loop", None) == LEAN:
+        return _lean_loop(model, batch, max_len)
+    return _transformers_loop(model)
+
+
+@torch.inference_mode()
+def timed_generation(model, ids: torch.Tensor, output_len: int) -> tuple[dict[str, float], torch.Tensor]:
+    """One run: metrics of this run and the generated tokens [batch, output_len].
+
+    A deployed model whose `decode_loop` is "lean" runs engine.runtimes.torch_decode's loop (checked
+    against transformers when it was deployed); any other model runs transformers' forward.
+    """
+    device = ids.device
+    batch = ids.shape[0]
     peak_known = _reset_peak(device)
     _sync(device)
     t0 = time.perf_counter()
-    out = _forward(model, ids, cache, cache_kw)
+    prefill, step = generation_loop(model, batch, ids.shape[1] + output_len)
+    out = prefill(ids)
     _sync(device)
     t_prefill = time.perf_counter()
-    token = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+    token = out.argmax(dim=-1, keepdim=True)
     _sync(device)
     t_first = time.perf_counter()
     tokens = [token]
     for _ in range(output_len - 1):
-        token = _forward(model, token, cache, cache_kw).logits[:, -1, :].argmax(dim=-1, keepdim=True)
+        token = step(token)
         tokens.append(token)
     _sync(device)
     t_end = time.perf_counter()

@@ -17,6 +17,9 @@ from engine import registry
 from engine.errors import UnsupportedOnDevice
 from engine.runtimes import torch_kernels as kernels
 from engine.runtimes import torch_weights as tw
+from engine.runtimes.torch_fuse import FusedLinear, fuse_siblings
+
+DECODE_LOOPS = ("auto", "transformers")
 
 # (precision, device type) pairs this runtime deploys; everything else gets a reason in
 # torch_runtime.availability.
@@ -98,14 +101,30 @@ def _kernel_layer(module: nn.Module, name: str, precision: str, device: torch.de
     raise UnsupportedOnDevice(f"'{name}' is quantized but {precision} has no PyTorch kernel here.")
 
 
+def choose_decode_loop(model: nn.Module, wanted: str = "auto") -> tuple[str, str | None]:
+    """("lean" or "transformers", why not lean): the lean loop where it reproduces transformers."""
+    from engine.runtimes.torch_bench import LEAN
+    from engine.runtimes.torch_decode import check_against_transformers
+
+    if wanted not in DECODE_LOOPS:
+        raise ValueError(f"decode_loop must be one of {DECODE_LOOPS}, got {wanted!r}")
+    if wanted == "transformers":
+        return "transformers", "asked for"
+    why = check_against_transformers(model)
+    return (LEAN, None) if why is None else ("transformers", f"lean loop not used: {why}")
+
+
 def deploy(calibrated: nn.Module, precision: str, device: str = "cpu",
-           int8_activations: str = "static") -> nn.Module:
+           int8_activations: str = "static", decode_loop: str = "auto") -> nn.Module:
     """A copy of `calibrated` whose quantized linear layers run real kernels on `device`.
 
     precision: a registry name. Baselines (bf16/fp16) return the unquantized model in the
     device's baseline dtype (float32 on CPU). int8_activations: "static" uses the calibrated
     per-tensor activation scale (what modelopt simulated; TensorRT-LLM's W8A8_SQ_PER_CHANNEL),
-    "dynamic" computes a per-tensor scale from each activation at run time.
+    "dynamic" computes a per-tensor scale from each activation at run time. Sibling projections
+    are fused (engine.runtimes.torch_fuse). decode_loop: "auto" times the model with the lean loop
+    of engine.runtimes.torch_decode when it reproduces transformers' logits, "transformers" always
+    with transformers' forward.
     """
     prec = registry.precision(precision)
     dev = torch.device(device)
@@ -131,7 +150,9 @@ def deploy(calibrated: nn.Module, precision: str, device: str = "cpu",
         fresh.to(device=dev, dtype=baseline_dtype(prec.name, device))
         for name, layer in layers.items():
             fresh.set_submodule(name, layer.to(dev) if dev.type == "cuda" else layer)
+        fresh.fused_groups = fuse_siblings(fresh)
     fresh.deployed_precision = prec.name  # read by the benchmark's provenance
+    fresh.decode_loop, fresh.decode_loop_note = choose_decode_loop(fresh, decode_loop)
     if prec.name == "int8_sq":
         fresh.deployed_int8_activations = int8_activations
     return fresh
@@ -159,6 +180,8 @@ def describe(model: nn.Module) -> dict[str, int]:
             kind = module.extra_repr().split(", ", 2)[-1]
         elif type(module) is nn.Linear:
             kind = f"nn.Linear ({str(module.weight.dtype).replace('torch.', '')})"
+        elif isinstance(module, FusedLinear):
+            kind = f"fused {'+'.join(module.names)}"
         else:
             continue
         kinds[kind] = kinds.get(kind, 0) + 1

@@ -53,19 +53,39 @@ class Int8Linear(nn.Module):
         if activations == "static" and input_amax is None:
             raise UnsupportedOnDevice("Static INT8 activations need the calibrated input amax "
                                       "(an INT8 SmoothQuant recipe); use activations='dynamic'.")
-        self.out_features, self.in_features = weights.q.shape
         self.activations = activations
         # fbgemm's activation scale: x is quantized as round(x / x_scale) + 128, modelopt's as
         # round(x * 127 / amax); both give the same integers (up to float rounding at exact ties).
         self.x_scale = float(input_amax) / 127.0 if input_amax else 0.0
         if activations == "static" and self.x_scale == 0.0:
             raise UnsupportedOnDevice("The calibrated activation amax is zero; recalibrate with more data.")
-        qw = _quiet_quantized_tensor(
-            weights.q.cpu().contiguous(), weights.dequant_scale.double().cpu(),
-            torch.zeros(self.out_features, dtype=torch.long), 0)
+        self._pack(weights.q, weights.dequant_scale.double(), bias)
+        _pqs_buffer(self, pqs, torch.float32)
+
+    def _pack(self, q: torch.Tensor, dequant_scale: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.out_features, self.in_features = q.shape
+        qw = _quiet_quantized_tensor(q.cpu().contiguous(), dequant_scale.cpu(),
+                                     torch.zeros(self.out_features, dtype=torch.long), 0)
         b = None if bias is None else bias.detach().float().cpu().contiguous()
         self._packed = torch.ops.quantized.linear_prepack(qw, b)
-        _pqs_buffer(self, pqs, torch.float32)
+
+    @classmethod
+    def fuse(cls, layers: list[Int8Linear]) -> Int8Linear:
+        """One layer whose output is the siblings' outputs side by side: their packed integers and
+        per-channel scales concatenated as they are (the caller checks that their inputs are quantized
+        alike; see engine.runtimes.torch_fuse)."""
+        unpacked = [torch.ops.quantized.linear_unpack(layer._packed) for layer in layers]
+        q = torch.cat([qw.int_repr() for qw, _ in unpacked])
+        scales = torch.cat([qw.q_per_channel_scales() for qw, _ in unpacked])
+        biases = [b if b is not None else torch.zeros(layer.out_features) for (_, b), layer in zip(unpacked, layers)]
+        bias = None if all(b is None for _, b in unpacked) else torch.cat(biases)
+        first = layers[0]
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        fused.activations, fused.x_scale = first.activations, first.x_scale
+        fused._pack(q, scales, bias)
+        _pqs_buffer(fused, first.pre_quant_scale, torch.float32)
+        return fused
 
     # Resolved once: at decode, Python work per call is a large share of a 135M model's step.
     _STATIC = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32.default
@@ -77,11 +97,14 @@ class Int8Linear(nn.Module):
             x = x * self.pre_quant_scale
         if x.dtype != torch.float32:
             x = x.float()
-        # fbgemm flattens leading dimensions itself (no reshape needed).
-        if self.activations == "static":
-            y = self._STATIC(x.contiguous(), self.x_scale, 128, self._packed)
-        else:
-            y = self._DYNAMIC(x.contiguous(), self._packed, False)
+        # fbgemm flattens leading dimensions itself (no reshape needed). Without __torch_function__
+        # handling, torch does not look that attribute up on the packed weights (a TorchScript object),
+        # a lookup that fails by throwing a C++ exception: about 8 us of a 16 us call at decode.
+        with torch._C.DisableTorchFunctionSubclass():
+            if self.activations == "static":
+                y = self._STATIC(x.contiguous(), self.x_scale, 128, self._packed)
+            else:
+                y = self._DYNAMIC(x.contiguous(), self._packed, False)
         return y if y.dtype == dtype else y.to(dtype)
 
     def extra_repr(self) -> str:

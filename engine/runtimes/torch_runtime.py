@@ -106,7 +106,7 @@ class TorchRuntime:
     label = "PyTorch"
 
     def __init__(self, device: str = "auto", warmup: int = 1, repeats: int = 5, seed: int = 0,
-                 int8_activations: str = "static", max_repeats: int | None = None):
+                 int8_activations: str = "static", max_repeats: int | None = None, decode_loop: str = "auto"):
         if repeats < 2:
             raise ValueError("repeats must be at least 2 so the run-to-run spread is known.")
         self.device_request = device
@@ -115,6 +115,7 @@ class TorchRuntime:
         # more rounds (up to this many in all) usually settle it, as pyperf/timeit do.
         self.max_repeats = max(repeats, max_repeats if max_repeats is not None else 3 * repeats)
         self.int8_activations = int8_activations
+        self.decode_loop = decode_loop  # "auto" (lean where it reproduces transformers) or "transformers"
         # On a shared machine one pinned thread gives steadier timings than fighting for all cores.
         self.threads = int(os.environ.get("TLAB_BENCH_THREADS", "0")) or None
 
@@ -141,7 +142,7 @@ class TorchRuntime:
         avail = self.availability(precision)
         if not avail:
             raise UnsupportedOnDevice(avail.reason)
-        return deploy(_unwrap(model), precision, self.device, self.int8_activations)
+        return deploy(_unwrap(model), precision, self.device, self.int8_activations, self.decode_loop)
 
     def benchmark(self, model: Any, recipe: Any, workload: Any,
                   progress: Progress | None = None) -> list[Measurement]:
@@ -247,6 +248,7 @@ class TorchRuntime:
             "versions": _versions(),
             "compute_dtype": str(torch_deploy.baseline_dtype(recipe.precision, str(device))).replace("torch.", ""),
             "kernels": torch_deploy.describe(net),
+            "decode_loop": _loop_text(net),
             "weights_mb": round(torch_deploy.deployed_weight_bytes(net) / 2**20, 1),
             "method": (f"greedy decode with KV cache, fixed output length (no EOS stop), {self.warmup} "
                        f"warm-up run(s), median over interleaved rounds ({self.repeats}, more while the spread "
@@ -270,6 +272,14 @@ def _display_name(recipe: Any, prov: dict[str, Any]) -> str:
         return {"float32": "FP32", "bfloat16": "BF16", "float16": "FP16"}.get(dtype, dtype) + " baseline"
     extra = f" ({prov['int8_activations']} activations)" if "int8_activations" in prov else ""
     return recipe.label + extra
+
+
+def _loop_text(net: Any) -> str:
+    if getattr(net, "decode_loop", None) == "lean":
+        return ("lean Llama loop (engine.runtimes.torch_decode: the model's modules, preallocated KV cache, "
+                "SDPA), checked at deployment to give transformers' logits")
+    note = getattr(net, "decode_loop_note", None)
+    return "transformers forward with DynamicCache" + (f" ({note})" if note else "")
 
 
 def _unwrap(model: Any):

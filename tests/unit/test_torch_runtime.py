@@ -15,6 +15,7 @@ from engine.runtimes import torch_kernels as kernels
 from engine.runtimes import torch_weights as tw
 from engine.runtimes.base import Measurement
 from engine.runtimes.torch_deploy import deploy
+from engine.runtimes.torch_fuse import FusedLinear, SiblingSlice
 from engine.runtimes.torch_runtime import TorchRuntime, cpu_availability, cuda_availability
 from engine.spec import Recipe, Workload
 from tests.helpers_quant import VOCAB, calibrate, tiny_llama
@@ -61,13 +62,22 @@ def test_int8_integers_and_scales_reproduce_modelopt(int8_model):
         assert torch.equal(w.dequantize(), fake), name
 
 
+def _kernel_rows(deployed, name):
+    """(kernel layer, its output rows that belong to `name`): fused siblings share one kernel."""
+    module = deployed.get_submodule(name)
+    if isinstance(module, SiblingSlice):
+        start = sum(module.fused.sizes[:module.index])
+        return module.fused.inner, slice(start, start + module.fused.sizes[module.index])
+    return module, slice(None)
+
+
 def test_int8_deployed_layer_packs_the_same_integers(int8_model):
     deployed = deploy(int8_model, "int8_sq", "cpu")
     for name, layer in _quant_linears(int8_model):
-        kernel = deployed.get_submodule(name)
+        kernel, rows = _kernel_rows(deployed, name)
         assert isinstance(kernel, kernels.Int8Linear)
         qweight, _ = kernel._packed.unpack()
-        assert torch.equal(qweight.int_repr(), tw.int_weights(layer).q), name
+        assert torch.equal(qweight.int_repr()[rows], tw.int_weights(layer).q), name
         pqs = layer.input_quantizer.pre_quant_scale.float().reshape(-1)
         assert torch.equal(kernel.pre_quant_scale, pqs)
 
@@ -147,7 +157,81 @@ def test_deployed_model_has_no_modelopt_modules(int8_model):
 def test_baseline_deploy_is_plain_fp32_copy(tiny, prompt):
     deployed = deploy(tiny, "bf16", "cpu")
     assert deployed is not tiny and next(deployed.parameters()).dtype == torch.float32
-    assert torch.equal(_logits(deployed, prompt), _logits(tiny, prompt))
+    # q/k/v and gate/up run as one matmul each: the same sums, in another order
+    assert deployed.fused_groups == 2 * tiny.config.num_hidden_layers
+    torch.testing.assert_close(_logits(deployed, prompt), _logits(tiny, prompt), rtol=1e-5, atol=1e-5)
+
+
+# --- sibling fusion and the lean decode loop ------------------------------------------------------
+
+def test_int8_siblings_fuse_to_the_same_outputs(int8_model):
+    """modelopt's SmoothQuant gives q/k/v (and gate/up) one smoothing and activation scale, so one
+    fused fbgemm call gives each sibling's output exactly."""
+    from engine.runtimes.torch_deploy import _kernel_layer
+
+    deployed = deploy(int8_model, "int8_sq", "cpu")
+    attn = int8_model.model.layers[0].self_attn
+    fused = deployed.model.layers[0].self_attn.qkv_proj
+    assert isinstance(fused, FusedLinear) and isinstance(fused.inner, kernels.Int8Linear)
+    x = torch.randn(3, 5, attn.q_proj.in_features, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        parts = [fused.parts(x)[i] for i in range(3)]  # as q_proj, k_proj and v_proj ask for them
+        for part, name in zip(parts, ("q_proj", "k_proj", "v_proj")):
+            alone = _kernel_layer(getattr(attn, name), name, "int8_sq", torch.device("cpu"), "static")
+            assert torch.equal(part, alone(x)), name
+        # q_proj's call serves k_proj and v_proj on the same input, then the fused layer lets go of it
+        assert fused._x is None and fused._parts == ()
+        first = fused.parts(x)
+        assert fused.parts(x) is first and fused.parts(x) is first and fused._x is None
+
+
+def test_int4_siblings_stay_apart(int4_model):
+    """AWQ scales each sibling's input differently: fusing them would change the calibrated model."""
+    deployed = deploy(int4_model, "int4_awq", "cpu")
+    attn = deployed.model.layers[0].self_attn
+    assert isinstance(attn.q_proj, kernels.Int4Linear) and not hasattr(attn, "qkv_proj")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8_sq", "int4_awq"])
+def test_lean_loop_generates_transformers_tokens(precision, tiny, int8_model, int4_model):
+    from engine.runtimes.torch_bench import prompt_ids, timed_generation
+
+    source = {"bf16": tiny, "int8_sq": int8_model, "int4_awq": int4_model}[precision]
+    deployed = deploy(source, precision, "cpu")
+    assert deployed.decode_loop == "lean" and deployed.decode_loop_note is None
+    ids = prompt_ids(VOCAB, 2, 24, 0, "cpu")
+    _, lean = timed_generation(deployed, ids, 12)
+    deployed.decode_loop = "transformers"
+    _, reference = timed_generation(deployed, ids, 12)
+    assert torch.equal(lean, reference)
+
+
+def test_lean_loop_refused_where_it_would_differ(tiny):
+    """A model whose MLP activation is not the SiLU its config names: the check catches the difference
+    and the model is timed with transformers' forward, with the reason recorded."""
+    from engine.runtimes.torch_deploy import choose_decode_loop
+
+    odd = deploy(tiny, "bf16", "cpu")
+    for layer in odd.model.layers:
+        layer.mlp.act_fn = torch.nn.GELU()
+    loop, why = choose_decode_loop(odd)
+    assert loop == "transformers" and "differ from transformers' at step 0" in why
+    asked = TorchRuntime(device="cpu", decode_loop="transformers").deploy(tiny, "bf16")
+    assert asked.decode_loop == "transformers"
+
+
+def test_lean_loop_not_used_for_other_architectures():
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from engine.runtimes.torch_bench import prompt_ids, timed_generation
+
+    torch.manual_seed(0)
+    cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=32, vocab_size=VOCAB)
+    deployed = deploy(Qwen3ForCausalLM(cfg).eval(), "bf16", "cpu")
+    assert deployed.decode_loop == "transformers" and "qwen3" in deployed.decode_loop_note
+    metrics, toks = timed_generation(deployed, prompt_ids(VOCAB, 1, 8, 0, "cpu"), 4)
+    assert toks.shape == (1, 4) and metrics["decode_tokens_per_sec"] > 0
 
 
 def test_deploy_refuses_wrong_precision_and_uncalibrated(int8_model, tiny):
@@ -221,7 +305,8 @@ def test_benchmark_returns_one_measurement_per_batch(int8_model):
         assert p["device"]["name"] and p["device"]["cores"] >= 1 and p["versions"]["torch"] == torch.__version__
         assert p["workload"] == {"batch_size": m.batch_size, "input_len": 16, "output_len": 4}
         assert p["int8_activations"] == "static" and p["compute_dtype"] == "float32"
-        assert any("fbgemm" in k for k in p["kernels"])
+        assert any("fbgemm" in k for k in p["kernels"]) and p["kernels"]["fused q_proj+k_proj+v_proj"] == 2
+        assert p["decode_loop"].startswith("lean Llama loop")
         assert Measurement.from_dict(m.to_dict()) == m
 
 
