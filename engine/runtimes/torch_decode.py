@@ -59,17 +59,28 @@ class LeanDecoder:
         weight = self.inner.embed_tokens.weight
         positions = torch.arange(max_len, device=weight.device)[None]
         cos, sin = self.inner.rotary_emb(torch.zeros(1, device=weight.device, dtype=weight.dtype), positions)
-        self.cos, self.sin = cos[0][None, :, None], sin[0][None, :, None]  # [1, L, 1, head_dim]
+        half = self.head_dim // 2
+        sign = torch.cat([-torch.ones(half), torch.ones(half)]).to(sin)
+        # rotate_half(t) * sin == (t's halves swapped) * (sin with its first half negated): one op fewer
+        self.cos, self.sin = cos[0][None, :, None], (sin[0] * sign)[None, :, None]  # [1, L, 1, head_dim]
         shape = (len(self.layers), batch, self.kv_heads, max_len, self.head_dim)
         self.k_cache = torch.empty(shape, device=weight.device, dtype=weight.dtype)
         self.v_cache = torch.empty(shape, device=weight.device, dtype=weight.dtype)
         self.pos = 0
 
-    def _qkv(self, attn, x):
+    def _qkv(self, attn, x, cos, sin):
+        """q [b, heads, t, d], and k and v [b, t, kv_heads, d], with rotary applied to q and k."""
+        b, t = x.shape[:2]
         fused = getattr(attn, "qkv_proj", None)
-        if fused is not None:
-            return fused.inner(x).split(self.sizes, dim=-1)
-        return attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        if fused is not None:  # rotate q and k together
+            y = fused.inner(x).view(b, t, self.heads + 2 * self.kv_heads, self.head_dim)
+            qk = self._rope(y[:, :, :self.heads + self.kv_heads], cos, sin)
+            q, k, v = qk[:, :, :self.heads], qk[:, :, self.heads:], y[:, :, self.heads + self.kv_heads:]
+        else:
+            q = self._rope(attn.q_proj(x).view(b, t, self.heads, self.head_dim), cos, sin)
+            k = self._rope(attn.k_proj(x).view(b, t, self.kv_heads, self.head_dim), cos, sin)
+            v = attn.v_proj(x).view(b, t, self.kv_heads, self.head_dim)
+        return q.transpose(1, 2), k, v
 
     def _mlp(self, mlp, x):
         fused = getattr(mlp, "gate_up_proj", None)
@@ -82,9 +93,9 @@ class LeanDecoder:
     def scaling(self, attn) -> float:
         return getattr(attn, "scaling", None) or self.head_dim ** -0.5
 
-    def _rope(self, t, cos, sin):
-        half = self.head_dim // 2
-        return t * cos + torch.cat((-t[..., half:], t[..., :half]), dim=-1) * sin
+    def _rope(self, t, cos, signed_sin):
+        swapped = t.unflatten(-1, (2, self.head_dim // 2)).flip(-2).flatten(-2)
+        return t * cos + swapped * signed_sin
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits of the last position after feeding `ids` [batch, T] at the current position."""
@@ -95,11 +106,9 @@ class LeanDecoder:
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             x = self._norm(layer.input_layernorm, h)
-            q, k, v = self._qkv(attn, x)
-            q = self._rope(q.view(b, t, self.heads, self.head_dim), cos, sin).transpose(1, 2)
-            k = self._rope(k.view(b, t, self.kv_heads, self.head_dim), cos, sin)
+            q, k, v = self._qkv(attn, x, cos, sin)
             self.k_cache[i, :, :, start:end] = k.transpose(1, 2)
-            self.v_cache[i, :, :, start:end] = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            self.v_cache[i, :, :, start:end] = v.transpose(1, 2)
             o = F.scaled_dot_product_attention(q, self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end],
                                                is_causal=start == 0 and t > 1, scale=self.scaling(attn),
                                                enable_gqa=self.heads != self.kv_heads)
