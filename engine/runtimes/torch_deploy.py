@@ -110,7 +110,10 @@ def choose_decode_loop(model: nn.Module, wanted: str = "auto") -> tuple[str, str
         raise ValueError(f"decode_loop must be one of {DECODE_LOOPS}, got {wanted!r}")
     if wanted == "transformers":
         return "transformers", "asked for"
-    why = check_against_transformers(model)
+    try:
+        why = check_against_transformers(model)
+    except Exception as exc:  # e.g. an op a device or torch version lacks: time with transformers instead
+        why = f"it failed on this model and device ({type(exc).__name__}: {exc})"
     return (LEAN, None) if why is None else ("transformers", f"lean loop not used: {why}")
 
 

@@ -216,6 +216,9 @@ def test_lean_loop_refused_where_it_would_differ(tiny):
         layer.mlp.act_fn = torch.nn.GELU()
     loop, why = choose_decode_loop(odd)
     assert loop == "transformers" and "differ from transformers' at step 0" in why
+    del odd.model.rotary_emb  # a model the loop cannot even run: timed with transformers, reason kept
+    loop, why = choose_decode_loop(odd)
+    assert loop == "transformers" and "not laid out like a Llama" in why
     asked = TorchRuntime(device="cpu", decode_loop="transformers").deploy(tiny, "bf16")
     assert asked.decode_loop == "transformers"
 
