@@ -74,7 +74,7 @@ def run_sweep(model: ModelRef, recipes: list[Recipe], data: DataSpec, store: Any
     with job_threads(device) as threads:  # CPU: only the cores other programs leave free
         ctx = _Context.load(model, data, device, progress, threads)
         acc_share = 0.8 if runtime is None else 0.6
-        records, to_benchmark = [], []
+        to_benchmark = []
         for n, spec in enumerate(todo):
             start, width = 0.2 + acc_share * n / len(todo), acc_share / len(todo)
             record, calibrated = _run_one(ctx, spec, experiment, loc.name,
@@ -85,7 +85,6 @@ def run_sweep(model: ModelRef, recipes: list[Recipe], data: DataSpec, store: Any
                 else:
                     to_benchmark.append((spec, record, _prepare_for_runtime(runtime, calibrated, spec.recipe)))
             store.save_result(record)
-            records.append(record)
             del calibrated
             _release_memory()  # modelopt's quantized copy holds cycles; free it before the next recipe
         if to_benchmark:
