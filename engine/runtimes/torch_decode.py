@@ -143,8 +143,12 @@ def check_against_transformers(model, prompt_len: int = 12, steps: int = 3, seed
     for step in range(steps + 1):
         want = _forward(model, tok, cache, cache_kw).logits[:, -1].float()
         got = lean.logits(tok).float()
-        diff = float((got - want).abs().max() / want.abs().max().clamp_min(1e-6))
-        if diff > CHECK_TOLERANCE.get(lean.k_cache.dtype, 3e-2) or not torch.equal(got.argmax(-1), want.argmax(-1)):
+        scale = want.abs().max().clamp_min(1e-6)
+        diff, tol = float((got - want).abs().max() / scale), CHECK_TOLERANCE.get(lean.k_cache.dtype, 3e-2)
+        top2 = want.topk(2, dim=-1).values
+        clear = (top2[:, 0] - top2[:, 1]) > 2 * tol * scale  # a near-tie may flip within rounding
+        flipped = bool(((got.argmax(-1) != want.argmax(-1)) & clear).any())
+        if diff > tol or flipped:
             return f"its logits differ from transformers' at step {step} (relative difference {diff:.1e})"
         tok = want.argmax(-1, keepdim=True)
     return None
