@@ -112,20 +112,38 @@ def _print_records(records: list[dict], fmt: str) -> None:
 
 
 def _print_provenance_notes(records: list[dict]) -> None:
-    """Say under the table where its numbers came from, once per distinct source."""
-    seen = []
+    """Say under the table where its numbers came from: each distinct source once (accuracy, then
+    speed), then what a recipe lacks and why."""
+    from engine import registry
+
+    sources: dict[str, list[str]] = {}
+    notes: list[str] = []
     for r in records:
+        baseline = r["precision"] in registry.BASELINES and r["sparsity"] == "none"
         for part, p in (r.get("provenance") or {}).items():
             if not isinstance(p, dict):  # e.g. speed_not_measured: the reason, in words
-                seen.append(f"  {r['precision']}/{r['sparsity']}: {part.replace('_', ' ')} — {p}")
+                notes.append(f"  {r['precision']}/{r['sparsity']}: {part.replace('_', ' ')} — {p}")
                 continue
-            line = f"{part}: {p.get('kind')} on {_device_text(p.get('device'))} — {p.get('engine') or p.get('backend')}"
-            if line not in seen:
-                seen.append(line)
+            line = f"{part}: {p.get('kind')} on {_device_text(p.get('device'))} — {_how_text(p)}"
+            if line not in sources.setdefault(part, []):
+                sources[part].append(line)
+            if baseline:  # the baseline's speedup against itself says nothing; its noise shows on each recipe
+                continue
             for bs, why in (p.get("speedup_refused") or {}).items():
-                seen.append(f"  {r['precision']}/{r['sparsity']} batch {bs}: no speedup reported — {why}")
-    if seen:
-        print("\nProvenance:\n  " + "\n  ".join(seen))
+                notes.append(f"  {r['precision']}/{r['sparsity']} batch {bs}: no speedup reported — {why}")
+    lines = [line for part in sorted(sources, key=lambda k: k != "accuracy") for line in sources[part]] + notes
+    if lines:
+        print("\nProvenance:\n  " + "\n  ".join(lines))
+
+
+def _how_text(p: dict) -> str:
+    """The engine, and for a PyTorch speed measurement the decode loop and CPU threads."""
+    how = str(p.get("engine") or p.get("backend"))
+    loop = p.get("decode_loop")
+    if loop:
+        how += ", " + ("lean decode loop" if loop.startswith("lean") else "transformers forward")
+    threads = p.get("device", {}).get("threads") if isinstance(p.get("device"), dict) else None
+    return how + (f", {threads} thread(s)" if threads else "")
 
 
 def _device_text(device) -> str:

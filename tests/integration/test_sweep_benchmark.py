@@ -80,3 +80,7 @@ def test_results_table_says_where_each_number_came_from(benchmarked, capsys, mon
     notes = out.split("Provenance:")[1]
     assert "speed: measured on cpu: " in notes and "{" not in notes  # no raw dicts
     assert "fp8/none: speed not measured" in notes and "FP8" in notes
+    speed = next(line for line in notes.splitlines() if "speed: measured" in line)
+    assert "torch, lean decode loop" in speed and "thread(s)" in speed
+    assert notes.index("accuracy:") < notes.index("speed: measured")  # sources grouped, accuracy first
+    assert "bf16/none batch" not in notes  # the baseline has no speedup of its own to refuse
