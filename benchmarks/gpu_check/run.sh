@@ -26,3 +26,11 @@ tlab 420 sweep "${common[@]}" --recipes fp8,int4_awq,w4a8_awq,int8_sq --benchmar
 echo "sweep exit $?"
 tlab 60 results --format json > "$OUT/results.json"
 tlab 60 results --format table
+# Which decode loop and kernels each measurement used (the lean loop falls back to transformers' forward
+# with a reason when it does not reproduce transformers' logits on this GPU).
+python3 - "$OUT/results.json" <<'PY'
+import json, sys
+for r in json.load(open(sys.argv[1])):
+    speed = (r.get("provenance_detail") or {}).get("speed") or {}
+    print(r["precision"], r.get("speedup"), "|", speed.get("decode_loop"), "|", speed.get("kernels"))
+PY
