@@ -9,6 +9,7 @@ with one core busy, 2-thread decode runs varied by 1898% and an INT4 AWQ calibra
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -61,15 +62,50 @@ def busy_cores(cpus: set[int] | None = None, sample_s: float = 0.5,
     return len(cpus) * (b1 - b0) / (t1 - t0)
 
 
-def threads_for(cores: int, busy: float | None) -> int:
-    """Threads for the free cores: all of them when nothing else runs, never fewer than one."""
-    if busy is None:
-        return cores
-    return max(1, min(cores, round(cores - busy)))
+CGROUP_V2_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+
+
+def parse_cpu_quota(v2: str | None = None, v1_quota: str | None = None, v1_period: str | None = None) -> float | None:
+    """CPUs a cgroup CPU quota allows (cgroup v2 `cpu.max` "QUOTA PERIOD", or v1 cfs quota and period);
+    None when unlimited ("max", -1) or unknown."""
+    try:
+        if v2 is not None:
+            quota, _, period = v2.strip().partition(" ")
+            return None if quota == "max" else int(quota) / int(period or 100000)
+        if v1_quota is not None and v1_period is not None:
+            quota = int(v1_quota)
+            return None if quota <= 0 else quota / int(v1_period)
+    except ValueError:
+        return None
+    return None
+
+
+def cpu_quota() -> float | None:
+    """CPUs this container's CPU quota allows (docker --cpus, Kubernetes limits), if any. torch sizes
+    its thread pool from the CPUs it can see, which a quota does not shrink."""
+    def read(path: Path) -> str | None:
+        try:
+            return path.read_text()
+        except OSError:
+            return None
+
+    v2 = read(CGROUP_V2_MAX)
+    return parse_cpu_quota(v2) if v2 is not None else parse_cpu_quota(None, read(CGROUP_V1_QUOTA), read(CGROUP_V1_PERIOD))
+
+
+def threads_for(cores: int, busy: float | None, quota: float | None = None) -> int:
+    """Threads for the free cores: all of them when nothing else runs, never fewer than one, never
+    more than a CPU quota allows."""
+    n = cores if busy is None else round(cores - busy)
+    if quota is not None:
+        n = min(n, math.ceil(quota - 1e-9))
+    return max(1, min(cores, n))
 
 
 def choose_threads(env: dict[str, str] | None = None, probe: Callable[[], float | None] = busy_cores,
-                   cores: int | None = None) -> tuple[int, str]:
+                   cores: int | None = None, quota: Callable[[], float | None] = cpu_quota) -> tuple[int, str]:
     """(threads, why) for a CPU job: $TLAB_THREADS if set, else the cores other programs leave free."""
     env = os.environ if env is None else env
     cores = cores or len(usable_cpus())
@@ -82,8 +118,10 @@ def choose_threads(env: dict[str, str] | None = None, probe: Callable[[], float 
             raise SettingError(f"${ENV_THREADS} must be a whole number of threads of at least 1, "
                              f"got {env[ENV_THREADS]!r}; unset it to let Tradeoff Lab choose.")
         return wanted, f"{wanted} thread(s), set by ${ENV_THREADS}"
-    busy = probe()
-    n = threads_for(cores, busy)
+    busy, limit = probe(), quota()
+    n = threads_for(cores, busy, limit)
+    if limit is not None and n == max(1, math.ceil(limit - 1e-9)) and n < cores:
+        return n, f"{n} thread(s): this container's CPU quota allows {limit:g} of the {cores} CPUs it sees"
     if busy is None:
         return n, f"{n} thread(s) for {cores} cores (CPU load unknown on this system)"
     if n < cores:

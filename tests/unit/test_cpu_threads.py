@@ -54,10 +54,27 @@ def test_threads_for_the_free_cores(cores, busy, want):
 
 
 def test_choose_threads_says_why_it_uses_fewer():
-    n, why = ct.choose_threads(env={}, probe=lambda: 1.0, cores=2)
+    n, why = ct.choose_threads(env={}, probe=lambda: 1.0, cores=2, quota=lambda: None)
     assert n == 1 and "about 1.0 core(s) busy" in why and ct.ENV_THREADS in why
-    n, why = ct.choose_threads(env={}, probe=lambda: 0.1, cores=2)
+    n, why = ct.choose_threads(env={}, probe=lambda: 0.1, cores=2, quota=lambda: None)
     assert n == 2 and "free cores" in why
+
+
+@pytest.mark.parametrize("v2,v1,want", [
+    ("max 100000\n", None, None), ("200000 100000\n", None, 2.0), ("150000 100000", None, 1.5),
+    (None, ("-1", "100000"), None), (None, ("400000", "100000"), 4.0), ("garbage", None, None), (None, None, None),
+])
+def test_cgroup_cpu_quota(v2, v1, want):
+    got = ct.parse_cpu_quota(v2, *(v1 or (None, None)))
+    assert got == want
+
+
+def test_a_cpu_quota_caps_the_threads():
+    """docker --cpus=1.5 on a 64-CPU host: torch would start 64 threads; the job uses 2."""
+    n, why = ct.choose_threads(env={}, probe=lambda: 3.0, cores=64, quota=lambda: 1.5)
+    assert n == 2 and "quota allows 1.5 of the 64 CPUs" in why
+    assert ct.threads_for(64, None, 8.0) == 8 and ct.threads_for(2, 0.0, 16.0) == 2
+    assert ct.cpu_quota() is None or ct.cpu_quota() > 0  # this machine: read for real
 
 
 def test_user_setting_wins_and_bad_values_say_what_to_do():
