@@ -41,8 +41,7 @@ def results_frame() -> pd.DataFrame:
 @st.cache_data(show_spinner=False, max_entries=4)
 def _timing_history(url: str, token: str) -> list[dict]:
     """Timings and specs of earlier results (for the time estimate), without the metrics."""
-    return [{"timings": r.get("timings") or {}, "spec": r.get("spec") or {}, "device": r.get("device")}
-            for r in _store_for(url).list_results()]
+    return [{"timings": r.timings, "spec": r.spec, "device": r.device} for r in _store_for(url).list_results()]
 
 
 def timing_history() -> list[dict]:

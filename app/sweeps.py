@@ -1,5 +1,5 @@
-"""Sweep jobs: the payload engine.pipeline:run_sweep_job takes, built from the Experiment page's
-choices, and the demo sweep. Pure functions except `queue_demo`."""
+"""Sweep jobs: the SweepSpec the Experiment page's choices describe, as the payload
+engine.pipeline:run_sweep_job takes, and the demo sweep. Pure functions except `queue_demo`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import itertools
 import time
 
 from engine import registry
-from engine.spec import BUNDLED_MODEL, DataSpec, ModelRef, Recipe, Workload
+from engine.pipeline import sweep_payload
+from engine.spec import BUNDLED_MODEL, DataSpec, ModelRef, Recipe, SweepSpec, Workload
 
 DEMO_PRECISIONS = ("fp8", "int8_sq")  # quick to calibrate on a CPU (AWQ's search takes many minutes there)
 DEMO_DATA = {"calib_size": 16, "calib_seq_len": 256, "eval_tokens": 1024, "eval_seq_len": 256}
@@ -32,29 +33,19 @@ def recipe_grid(precisions: list[str], sparsities: list[str], kv_caches: list[st
     return [r for r in grid if not r.is_baseline]
 
 
-def sweep_payload(experiment: str, model: ModelRef, recipes: list[Recipe], data: DataSpec,
-                  workload: Workload | None, backend: str = "pytorch") -> dict:
-    """The JSON payload of one sweep job (see engine.pipeline.run_sweep_job)."""
-    return {
-        "experiment": experiment,
-        "model": {"source": model.source, "revision": model.revision, "gguf_file": model.gguf_file,
-                  "trust_remote_code": model.trust_remote_code},
-        "recipes": [{"precision": r.precision, "sparsity": r.sparsity, "kv_cache": r.kv_cache} for r in recipes],
-        "data": {"source": data.source, "calib_size": data.calib_size, "calib_seq_len": data.calib_seq_len,
-                 "eval_tokens": data.eval_tokens, "eval_seq_len": data.eval_seq_len, "seed": data.seed},
-        "workload": None if workload is None else {
-            "input_len": workload.input_len, "output_len": workload.output_len,
-            "batch_sizes": list(workload.batch_sizes)},
-        "benchmark": workload is not None,
-        "backend": backend,
-    }
+def sweep_spec(experiment: str, model: ModelRef, recipes: list[Recipe], data: DataSpec,
+               workload: Workload | None, backend: str = "torch") -> SweepSpec:
+    """The sweep the Experiment page describes (validated: raises TlabError with what to fix)."""
+    return SweepSpec(model=model, recipes=tuple(recipes), data=data, workload=workload, runtime=backend,
+                     experiment=experiment)
 
 
 def sweep_jobs(experiment: str, model: ModelRef, recipes: list[Recipe], data: DataSpec,
                workload: Workload | None, backend: str) -> list[tuple[dict, str]]:
     """(payload, title) of each job a sweep needs: one. The pipeline times what the backend can time
     here and keeps accuracy only (with the reason) for the rest, so nothing gets a simulated speed."""
-    return [(sweep_payload(experiment, model, recipes, data, workload, backend), sweep_title(model, recipes))]
+    spec = sweep_spec(experiment, model, recipes, data, workload, backend)
+    return [(sweep_payload(spec), sweep_title(model, recipes))]
 
 
 def sweep_title(model: ModelRef, recipes: list[Recipe]) -> str:
@@ -71,14 +62,14 @@ def demo_jobs(choices, experiment: str | None = None) -> list[tuple[dict, str]]:
     workload = Workload(DEMO_WORKLOAD["input_len"], DEMO_WORKLOAD["output_len"],
                         tuple(DEMO_WORKLOAD["batch_sizes"]))
     jobs = sweep_jobs(experiment or experiment_name("demo"), ModelRef(BUNDLED_MODEL),
-                      recipe_grid(precisions, ["none"], ["auto"]), DataSpec(**DEMO_DATA), workload, "pytorch")
+                      recipe_grid(precisions, ["none"], ["auto"]), DataSpec(**DEMO_DATA), workload, "torch")
     return [(payload, "Demo sweep: " + title) for payload, title in jobs]
 
 
 def queue_demo() -> list[int]:
     from app import state
 
-    return [state.queue_sweep(payload, title) for payload, title in demo_jobs(state.precision_choices("pytorch"))]
+    return [state.queue_sweep(payload, title) for payload, title in demo_jobs(state.precision_choices("torch"))]
 
 
 def precision_label(name: str) -> str:

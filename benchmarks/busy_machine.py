@@ -34,10 +34,11 @@ def main(argv=None) -> int:
     import torch
 
     from engine import evaluate
-    from engine.cpu_threads import busy_cores, choose_threads, usable_cpus
+    from engine.cpu_threads import choose_threads
     from engine.data import prepare
     from engine.models.loader import load_model
     from engine.spec import DataSpec, ModelRef
+    from engine.system import busy_cores, usable_cpus
 
     cores = len(usable_cpus())
     lm = load_model(ModelRef())

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     from engine.models.loader import load_model
     from engine.paths import tlab_home
     from engine.runtimes.base import speedup
-    from engine.runtimes.torch_runtime import TorchRuntime
+    from engine.runtimes.torch.runtime import TorchRuntime
     from engine.spec import DataSpec, ModelRef, Recipe, Workload
 
     torch.manual_seed(0)
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     entries, labels, ppls = [], [], []  # interleaved benchmark entries: (model, recipe)
     base_ppl = perplexity(lm.model, prepared.eval_ids)
     log(f"FP32 perplexity {base_ppl:.3f}")
-    entries.append((rt.deploy(lm.model, "bf16"), Recipe("bf16")))
+    entries.append((rt.deploy(lm.model, Recipe("bf16")), Recipe("bf16")))
     labels.append("FP32 (CPU baseline)")
     ppls.append((base_ppl, base_ppl))
     for precision in args.precisions:
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         sim_ppl = perplexity(model, prepared.eval_ids)
         variants = ["static", "dynamic"] if precision == "int8_sq" else ["static"]
         for act in variants:
-            deployed = TorchRuntime(device="cpu", int8_activations=act, decode_loop=args.decode_loop).deploy(model, precision)
+            deployed = TorchRuntime(device="cpu", int8_activations=act, decode_loop=args.decode_loop).deploy(model, Recipe(precision))
             dep_ppl = perplexity(deployed, prepared.eval_ids)
             label = {"int8_sq": f"INT8 SQ W8A8 ({act} act.)", "int4_awq": "INT4 AWQ W4A16 (bf16 act.)"}[precision]
             log(f"{label}: perplexity simulated {sim_ppl:.3f}, deployed {dep_ppl:.3f}; kernels {deployed_kernels(deployed)}; "
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
             ppls.append((sim_ppl, dep_ppl))
         del model
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    results = rt.compare(entries, workload, log)
+    results = rt.compare(entries, workload, lambda fraction, msg: log(msg))
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     rows = [(label, recipe.precision, ms, sim, dep)
             for label, (_, recipe), ms, (sim, dep) in zip(labels, entries, results, ppls)]
@@ -201,7 +201,7 @@ def decode_step_breakdown(model, input_len: int, steps: int = 8) -> tuple[float,
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from engine.runtimes.torch_bench import generation_loop
+    from engine.runtimes.torch.bench import generation_loop
 
     ids = torch.randint(0, model.config.vocab_size, (1, input_len), generator=torch.Generator().manual_seed(0))
 
@@ -230,7 +230,7 @@ def decode_step_breakdown(model, input_len: int, steps: int = 8) -> tuple[float,
 
 
 def deployed_kernels(model) -> str:
-    from engine.runtimes.torch_deploy import describe
+    from engine.runtimes.torch.deploy import describe
 
     return ", ".join(f"{n}x {k}" for k, n in describe(model).items())
 

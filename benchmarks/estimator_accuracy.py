@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.perf import calibrate  # noqa: E402
 from engine.perf.ratios import published_ratios  # noqa: E402
 from engine.perf.params import prior_params  # noqa: E402
-from engine.perf.paths import asset  # noqa: E402
+from engine.paths import asset  # noqa: E402
 from engine.reference import fixed_batch_throughput  # noqa: E402
 
 LOSO_GOAL, SPEEDUP_GOAL = 0.12, 0.08

@@ -5,8 +5,10 @@ Every subcommand prints a plain error (no traceback) for user mistakes and exits
 
 import argparse
 import contextlib
+import json
 import sys
 
+from engine import registry
 from engine.errors import TlabError
 
 SPEED_COLUMNS = ("speedup", "output_tokens_per_sec", "decode_tokens_per_sec")
@@ -28,11 +30,11 @@ def add_sweep_parser(sub) -> None:
                        description="Run every precision x sparsity recipe on one model; results go to the store.")
     p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face id, or a local folder")
     p.add_argument("--precisions", default="fp8,int8_sq,int4_awq,w4a8_awq",
-                   help="comma list of: bf16 fp16 fp8 int8_sq int4_awq w4a8_awq nvfp4")
-    p.add_argument("--sparsity", default="none", help="comma list of: none magnitude sparsegpt (all 2:4)")
+                   help="comma list of: " + " ".join(registry.PRECISIONS))
+    p.add_argument("--sparsity", default="none", help="comma list of: " + " ".join(registry.SPARSITIES) + " (methods of 2:4 pruning)")
     p.add_argument("--recipes", default=None,
                    help="explicit recipe list instead of the grid, e.g. fp8,int4_awq,bf16+sparsegpt")
-    p.add_argument("--kv-cache", default="auto", choices=["auto", "fp8"], help="KV cache precision")
+    p.add_argument("--kv-cache", default="auto", choices=list(registry.KV_CACHE), help="KV cache precision")
     p.add_argument("--calib-size", type=int, default=16, help="number of calibration sequences")
     p.add_argument("--calib-seq-len", type=int, default=256, help="tokens per calibration sequence")
     p.add_argument("--eval-tokens", type=int, default=4096, help="held-out evaluation tokens")
@@ -41,7 +43,8 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--experiment", default=None, help="name to group these results under")
     p.add_argument("--benchmark", action="store_true", help="also measure speed (baseline and recipes in one run)")
-    p.add_argument("--backend", default="pytorch", choices=["pytorch", "tensorrt_llm"], help="runtime for --benchmark")
+    p.add_argument("--backend", default="torch", choices=sorted({n for b in registry.BACKENDS.values() for n in (b.name, *b.aliases)}),
+                   help="runtime for --benchmark: " + ", ".join(f"{b.name} ({b.label})" for b in registry.BACKENDS.values()))
     p.add_argument("--isl", type=int, default=128, help="benchmark input length")
     p.add_argument("--osl", type=int, default=64, help="benchmark output length")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=(1, 8), help="benchmark batch sizes, e.g. 1,8")
@@ -49,28 +52,61 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model repository's own code to run")
     p.add_argument("--force", action="store_true", help="recompute even if the store has the results")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--spec", default=None, metavar="FILE",
+                   help="run the sweep saved in this JSON file (from --print-spec) instead of the flags above")
+    p.add_argument("--print-spec", action="store_true",
+                   help="print the sweep spec as JSON (schema-versioned) and exit without running it")
     p.set_defaults(func=run_sweep_cmd)
+
+
+def sweep_spec_from_args(args):
+    """The SweepSpec the `sweep` flags (or the --spec file) describe; bad values raise TlabError."""
+    from engine import pipeline
+    from engine.spec import DataSpec, ModelRef, SweepSpec, Workload
+
+    if args.spec:
+        return SweepSpec.from_json(_read_text(args.spec, "sweep spec"))
+
+    if args.recipes is not None:
+        recipes = [pipeline.parse_recipe(r, args.kv_cache) for r in _csv(args.recipes)]
+    else:
+        recipes = pipeline.grid(_csv(args.precisions), _csv(args.sparsity), args.kv_cache)
+    return SweepSpec(
+        model=ModelRef(args.model, trust_remote_code=args.trust_remote_code),
+        recipes=tuple(recipes),
+        data=DataSpec(args.data, args.calib_size, args.calib_seq_len, args.eval_tokens, args.eval_seq_len, args.seed),
+        workload=Workload(args.isl, args.osl, tuple(args.batch_sizes)) if args.benchmark else None,
+        runtime=args.backend, device=args.device, experiment=args.experiment)
+
+
+def _read_text(path: str, what: str, limit: int = 1 << 20) -> str:
+    """A small text file, or a TlabError that says what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise TlabError(f"Cannot read the {what} file {path}: {exc.strerror or exc}.") from None
+    if len(data) > limit:
+        raise TlabError(f"The {what} file {path} is over {limit // 1024} KiB; a sweep spec is a few hundred bytes.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TlabError(f"The {what} file {path} is not UTF-8 text.") from None
 
 
 def run_sweep_cmd(args) -> int:
     from engine import pipeline
-    from engine.spec import DataSpec, ModelRef, Workload
     from engine.store import open_store
 
-    if args.recipes:
-        recipes = [pipeline.parse_recipe(r, args.kv_cache) for r in _csv(args.recipes)]
-    else:
-        recipes = pipeline.grid(_csv(args.precisions), _csv(args.sparsity), args.kv_cache)
-    data = DataSpec(args.data, args.calib_size, args.calib_seq_len, args.eval_tokens, args.eval_seq_len, args.seed)
-    workload = Workload(args.isl, args.osl, tuple(args.batch_sizes)) if args.benchmark else None
+    spec = sweep_spec_from_args(args)
+    if args.print_spec:
+        print(json.dumps(spec.to_dict(), indent=2, sort_keys=True))
+        return 0
     store = open_store()
     # modelopt and transformers print to stdout; keep stdout for the table/JSON/CSV alone.
     with _ProgressBar() as bar, contextlib.redirect_stdout(sys.stderr):
-        records = pipeline.run_sweep(
-            ModelRef(args.model, trust_remote_code=args.trust_remote_code), recipes, data, store,
-            experiment=args.experiment, workload=workload, backend=args.backend, device=args.device,
-            progress=bar.update, force=args.force)
-    _print_records(records, args.format)
+        results = pipeline.run_sweep(spec, store, bar.update, force=args.force)
+    _print_records(results, args.format)
     print(f"\nStored in {store.shown_url}", file=sys.stderr)
     return 0
 
@@ -99,7 +135,7 @@ TABLE_COLUMNS = ["model", "precision", "sparsity", "kv_cache", "perplexity", "pp
                  "top1_agreement", "speedup", "provenance"]
 
 
-def _print_records(records: list[dict], fmt: str) -> None:
+def _print_records(records: list, fmt: str) -> None:
     from engine.store import export
 
     if fmt == "json":
@@ -111,26 +147,25 @@ def _print_records(records: list[dict], fmt: str) -> None:
         _print_provenance_notes(records)
 
 
-def _print_provenance_notes(records: list[dict]) -> None:
+def _print_provenance_notes(records: list) -> None:
     """Say under the table where its numbers came from: each distinct source once (accuracy, then
     speed), then what a recipe lacks and why."""
-    from engine import registry
-
     sources: dict[str, list[str]] = {}
     notes: list[str] = []
     for r in records:
-        baseline = r["precision"] in registry.BASELINES and r["sparsity"] == "none"
-        for part, p in (r.get("provenance") or {}).items():
-            if not isinstance(p, dict):  # e.g. speed_not_measured: the reason, in words
-                notes.append(f"  {r['precision']}/{r['sparsity']}: {part.replace('_', ' ')} — {p}")
+        if r.speed_not_measured:
+            notes.append(f"  {r.precision}/{r.sparsity}: speed not measured — {r.speed_not_measured}")
+        for part in ("accuracy", "speed"):
+            p = r.part(part)
+            if not p:
                 continue
             line = f"{part}: {p.get('kind')} on {_device_text(p.get('device'))} — {_how_text(p)}"
             if line not in sources.setdefault(part, []):
                 sources[part].append(line)
-            if baseline:  # the baseline's speedup against itself says nothing; its noise shows on each recipe
-                continue
-            for bs, why in (p.get("speedup_refused") or {}).items():
-                notes.append(f"  {r['precision']}/{r['sparsity']} batch {bs}: no speedup reported — {why}")
+        if r.is_baseline:  # the baseline's speedup against itself says nothing; its noise shows on each recipe
+            continue
+        for bs, why in r.speedup_refusals.items():
+            notes.append(f"  {r.precision}/{r.sparsity} batch {bs}: no speedup reported — {why}")
     lines = [line for part in sorted(sources, key=lambda k: k != "accuracy") for line in sources[part]] + notes
     if lines:
         print("\nProvenance:\n  " + "\n  ".join(lines))
@@ -190,11 +225,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return worker_main(argv[1:])
     parser = argparse.ArgumentParser(prog="tlab", description="Tradeoff Lab: speed vs accuracy of optimized models.")
+    from engine.app_launcher import add_app_parser, add_version_flag  # `tlab app`, `tlab --version`
+
+    add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     add_sweep_parser(sub)
     add_results_parser(sub)
     _add_estimate_parser(sub)
     add_worker_parser(sub)
+    add_app_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

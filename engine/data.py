@@ -64,7 +64,8 @@ def _hf_documents(source: str) -> list[str]:
     try:
         import datasets
     except ImportError as exc:
-        raise DataError("Hugging Face datasets need the `datasets` package: pip install datasets") from exc
+        raise DataError("Hugging Face datasets need the `datasets` package: "
+                        "pip install 'tradeoff-lab[data]' (or pip install datasets)") from exc
     try:
         ds = datasets.load_dataset(name, config, split=split)
     except Exception as exc:

@@ -7,7 +7,6 @@ backends, which may import torch.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -17,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import registry
+from engine.system import package_version
 
-# Experiment-page backend name -> runtime registry name (engine.runtimes.RUNTIMES).
-BACKEND_RUNTIMES = {"pytorch": "torch", "tensorrt_llm": "tensorrt_llm"}
 
 
 @dataclass(frozen=True)
@@ -40,26 +38,16 @@ class PrecisionChoice:
     speed_reason: str = ""
 
 
-def installed_version(*dists: str) -> str | None:
-    """Installed version of the first of these distributions found, without importing it."""
-    for name in dists:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def torch_is_cpu_only() -> bool:
     """True when the installed torch wheel is a CPU-only build (its version says so: '2.x+cpu')."""
-    version = installed_version("torch") or ""
+    version = package_version("torch") or ""
     return version.endswith("+cpu")
 
 
 def detect_gpus(probe: Callable[[int], dict | None] | None = None, max_gpus: int = 16) -> list[dict[str, Any]]:
     """One dict per NVIDIA GPU (name, memory_mb, compute_capability, generation, ...); [] on a CPU machine."""
     if probe is None:
-        from engine.runtimes.base import probe_nvidia_gpu as probe
+        from engine.system import probe_nvidia_gpu as probe
 
         if shutil.which("nvidia-smi") is None and torch_is_cpu_only():
             return []  # neither the driver tool nor a CUDA torch: no need to import torch to know
@@ -93,19 +81,19 @@ def device_name(gpus: list[dict[str, Any]]) -> str:
 def engine_checks(gpus: list[dict[str, Any]]) -> list[EngineCheck]:
     """modelopt, TensorRT-LLM, TensorRT and CUDA: available here or not, each with a one-line reason."""
     checks = []
-    modelopt = installed_version("nvidia-modelopt")
+    modelopt = package_version("nvidia-modelopt")
     checks.append(EngineCheck("modelopt", bool(modelopt),
                               f"calibrates on {'GPU and CPU' if gpus else 'CPU (no GPU here)'}" if modelopt
                               else "not installed: pip install nvidia-modelopt", modelopt))
 
-    trtllm_version = installed_version("tensorrt_llm", "tensorrt-llm")
+    trtllm_version = package_version("tensorrt_llm", "tensorrt-llm")
     from engine.runtimes.tensorrt_llm.availability import check as trtllm_check
 
     avail = trtllm_check("bf16", "none", probe=lambda: gpus[0] if gpus else None)
     checks.append(EngineCheck("TensorRT-LLM", avail.ok, "benchmarks on this GPU" if avail.ok else avail.reason,
                               trtllm_version))
 
-    trt_version = installed_version("tensorrt", "tensorrt-cu12", "tensorrt_cu12")
+    trt_version = package_version("tensorrt", "tensorrt-cu12", "tensorrt_cu12")
     if importlib.util.find_spec("tensorrt") is None and trt_version is None:
         trt = EngineCheck("TensorRT", False, "not installed (pip install tensorrt; needs an NVIDIA GPU)")
     elif not gpus:
@@ -115,7 +103,7 @@ def engine_checks(gpus: list[dict[str, Any]]) -> list[EngineCheck]:
         trt = EngineCheck("TensorRT", True, "installed", trt_version)
     checks.append(trt)
 
-    torch_version = installed_version("torch")
+    torch_version = package_version("torch")
     if not gpus:
         cuda = EngineCheck("CUDA", False, "no NVIDIA GPU found (nvidia-smi absent or it lists none); "
                                           "runs use the CPU", torch_version)
@@ -149,12 +137,11 @@ def precision_choices(gpus: list[dict[str, Any]], backend: str | None = None,
 
 
 def speed_availability(precision: str, backend: str, sparsity: str = "none") -> tuple[bool, str]:
-    """Can `backend` ("pytorch" or "tensorrt_llm") time this recipe here; the reason when not."""
+    """Can `backend` (a registry.BACKENDS name or alias) time this recipe here; the reason when not."""
     from engine.runtimes import get_runtime
 
-    runtime = BACKEND_RUNTIMES.get(backend, backend)
     try:
-        avail = get_runtime(runtime).availability(precision, sparsity)
+        avail = get_runtime(backend).availability(precision, sparsity)
     except ImportError as exc:
         return False, f"The {backend} backend cannot load here: {exc}"
     return avail.ok, avail.reason

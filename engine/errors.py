@@ -27,3 +27,7 @@ class StoreError(TlabError):
 
 class SettingError(TlabError, ValueError):
     """An environment setting that holds a value Tradeoff Lab cannot use."""
+
+
+class SpecError(TlabError, ValueError):
+    """A sweep spec or job payload that is malformed (wrong type, unknown field, old schema)."""

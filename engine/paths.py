@@ -1,6 +1,8 @@
-"""Where Tradeoff Lab keeps its files: one home folder, overridable with $TLAB_HOME."""
+"""Where Tradeoff Lab keeps its files: one home folder (overridable with $TLAB_HOME) for what it
+writes, and the shipped data files (assets) it reads."""
 
 import os
+from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
@@ -26,3 +28,19 @@ def default_store_url() -> str:
         return os.environ["TLAB_STORE_URL"]
     # Escape the characters a URL would misread ('#', '?', '%'); SQLAlchemy decodes them again.
     return "sqlite:///" + quote(str(tlab_home() / "tlab.db"), safe="/\\: ")
+
+
+def _assets_dir() -> Path:
+    """engine/assets/ in an installed wheel (pyproject ships the top-level assets/ folder as the
+    package data of `engine.assets`); the checkout's top-level assets/ in a source or editable install."""
+    shipped = Path(str(resources.files("engine") / "assets"))
+    if (shipped / "gpus.csv").is_file():
+        return shipped
+    return Path(__file__).resolve().parents[1] / "assets"
+
+
+ASSETS = _assets_dir()
+
+
+def asset(name: str) -> Path:
+    return ASSETS / name

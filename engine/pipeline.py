@@ -3,6 +3,7 @@ weights; results go to the store as they finish. Finished specs are reused, not 
 """
 
 import copy
+import importlib
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -10,14 +11,14 @@ from typing import Any
 
 from engine import registry
 from engine.cpu_threads import job_threads
-from engine.errors import TlabError, UnsupportedOnDevice
-from engine.provenance import describe_device, resolve_device, versions
+from engine.errors import SpecError, TlabError, UnsupportedOnDevice
+from engine.system import describe_device, resolve_device, versions
 from engine.quantize import apply_recipe, check_runnable, round_to_bf16
-from engine.spec import DataSpec, ExperimentSpec, ModelRef, Recipe, Workload
+from engine.spec import DataSpec, ExperimentSpec, ModelRef, Recipe, SweepSpec
+from engine.store.entities import Result
 
 BASELINE = Recipe("bf16", "none", "auto")
 Progress = Callable[[float, str], None]
-RUNTIME_ALIASES = {"pytorch": "torch"}
 
 
 def grid(precisions: list[str], sparsities: list[str], kv_cache: str = "auto") -> list[Recipe]:
@@ -37,54 +38,62 @@ def parse_recipe(text: str, kv_cache: str = "auto") -> Recipe:
     return Recipe(precision, sparsity or "none", kv_cache)
 
 
-def plan(model: ModelRef, recipes: list[Recipe], data: DataSpec, workload: Workload | None,
-         device: str) -> list[ExperimentSpec]:
-    if BASELINE not in recipes:
-        recipes = [BASELINE, *recipes]
-    return [ExperimentSpec(model, r, data, workload, device) for r in recipes]
+def run_sweep(spec: SweepSpec, store: Any, progress: Progress | None = None, *,
+              force: bool = False) -> list[Result]:
+    """Run (or reuse) every recipe of `spec` and return the results, baseline first.
+
+    The one entry for every caller (CLI, app job, benchmarks): the spec's model kind names the
+    runner that does the work (registry.MODEL_KINDS).
+    """
+    if not isinstance(spec, SweepSpec):
+        raise SpecError(f"run_sweep takes a SweepSpec, got {type(spec).__name__}.")
+    module, fn = registry.model_kind(spec.kind).sweep_runner.split(":")
+    runner = getattr(importlib.import_module(module), fn)
+    return runner(spec, store, progress or (lambda f, s: None), force=force)
 
 
-def run_sweep(model: ModelRef, recipes: list[Recipe], data: DataSpec, store: Any, *,
-              experiment: str | None = None, workload: Workload | None = None, backend: str = "pytorch",
-              device: str = "auto", progress: Progress | None = None, force: bool = False) -> list[dict]:
-    """Run (or reuse) every recipe and return the result records, baseline first.
+def run_causal_lm_sweep(spec: SweepSpec, store: Any, progress: Progress, *, force: bool = False) -> list[Result]:
+    """A language-model sweep: load once, tokenize once, evaluate the baseline once, then each recipe
+    from pristine weights.
 
     Everything that can be checked is checked before any work, so bad input leaves the store as it was.
-    Accuracy records are saved as each recipe finishes; with a workload, the speed stage then
-    benchmarks the baseline and every measurable recipe side by side and adds speed to the records.
+    Accuracy results are saved as each recipe finishes; with a workload, the speed stage then
+    benchmarks the baseline and every measurable recipe side by side and adds speed to the results.
     """
     from engine.models.loader import resolve
 
-    progress = progress or (lambda f, s: None)
-    device = resolve_device(device)
-    loc = resolve(model)  # fails fast on a missing folder or pickle-only weights
-    specs = plan(model, recipes, data, workload, device)
+    device = resolve_device(spec.device)
+    loc = resolve(spec.model)  # fails fast on a missing folder or pickle-only weights
+    specs = spec.replace(device=device).experiments()
     for s in specs:
         check_runnable(s.recipe, device)
-    runtime, unmeasurable = _runtime_for(backend, specs, device) if workload is not None else (None, {})
-    experiment = experiment or f"{loc.name} sweep"
+    workload = spec.workload
+    runtime, unmeasurable = _runtime_for(spec.runtime, specs, device) if workload is not None else (None, {})
+    experiment = spec.experiment or f"{loc.name} sweep"
     todo = [s for s in specs if force or not store.has_result(s.id)]
     if todo and workload is not None and specs[0] not in todo:
         todo.insert(0, specs[0])  # speedups need the baseline measured in the same run
     if not todo:
         progress(1.0, "all results already in the store")
         return [store.get_result(s.id) for s in specs]
+    if len(todo) < len(specs):
+        progress(0.0, f"reused {len(specs) - len(todo)} result(s) already in the store")
 
-    store.ensure_experiment(experiment, loc.name, {"data": data.__dict__})
+    store.ensure_experiment(experiment, loc.name, {"data": spec.data.__dict__})
     with job_threads(device) as threads:  # CPU: only the cores other programs leave free
-        ctx = _Context.load(model, data, device, progress, threads)
+        ctx = _Context.load(spec.model, spec.data, device, progress, threads)
         acc_share = 0.8 if runtime is None else 0.6
         to_benchmark = []
-        for n, spec in enumerate(todo):
+        for n, exp in enumerate(todo):
             start, width = 0.2 + acc_share * n / len(todo), acc_share / len(todo)
-            record, calibrated = _run_one(ctx, spec, experiment, loc.name,
+            result, calibrated = _run_one(ctx, exp, experiment, loc.name,
                                           lambda f, s, a=start, w=width: progress(a + w * f, s))
             if runtime is not None:
-                if spec.recipe in unmeasurable:
-                    record["provenance"]["speed_not_measured"] = unmeasurable[spec.recipe]
+                if exp.recipe in unmeasurable:
+                    result.provenance["speed_not_measured"] = unmeasurable[exp.recipe]
                 else:
-                    to_benchmark.append((spec, record, _prepare_for_runtime(runtime, calibrated, spec.recipe)))
-            store.save_result(record)
+                    to_benchmark.append((exp, result, runtime.deploy(calibrated, exp.recipe)))
+            store.save_result(result)
             del calibrated
             _release_memory()  # modelopt's quantized copy holds cycles; free it before the next recipe
         if to_benchmark:
@@ -108,7 +117,7 @@ def _runtime_for(backend: str, specs: list[ExperimentSpec], device: str):
     """The runtime, and {recipe: reason} for recipes it cannot measure here (they keep their accuracy)."""
     from engine.runtimes import get_runtime
 
-    runtime = get_runtime(RUNTIME_ALIASES.get(backend, backend))
+    runtime = get_runtime(backend, device=device)
     base = runtime.availability(BASELINE.precision, BASELINE.sparsity)
     if not base.ok:
         raise UnsupportedOnDevice(f"Cannot benchmark with {runtime.label} here: {base.reason}")
@@ -120,45 +129,18 @@ def _runtime_for(backend: str, specs: list[ExperimentSpec], device: str):
     return runtime, unmeasurable
 
 
-def _prepare_for_runtime(runtime, calibrated, recipe: Recipe):
-    """What the runtime benchmarks later: a deployed copy (PyTorch) or the calibrated model itself."""
-    if hasattr(runtime, "deploy"):
-        return runtime.deploy(calibrated, recipe.precision)
-    return calibrated
-
-
 def _speed_stage(runtime, entries: list, store: Any, progress: Progress) -> None:
-    """Benchmark baseline and recipes on the same device with the same workload; add speed to records."""
-    import time as _time
-
+    """Benchmark baseline and recipes on the same device with the same workload; add speed to results."""
     workload = entries[0][0].workload
-    t0 = _time.perf_counter()
-    say = _AnyProgress(progress)
-    if hasattr(runtime, "compare"):  # runs interleaved round by round: drift hits all alike
-        results = runtime.compare([(m, spec.recipe) for spec, _, m in entries], workload, say)
-    else:
-        results = [runtime.benchmark(m, spec.recipe, workload, say) for spec, _, m in entries]
+    t0 = time.perf_counter()
+    results = runtime.compare([(deployed, exp.recipe) for exp, _, deployed in entries], workload, progress)
     baseline = results[0] if entries[0][0].recipe == BASELINE else None
-    elapsed = _time.perf_counter() - t0
-    for (spec, record, _), speed in zip(entries, results):
-        record["metrics"].update(_speed_metrics(speed, baseline))
-        record["provenance"]["speed"] = _speed_provenance(speed, baseline)
-        record["timings"]["benchmark_s"] = elapsed / len(entries)
-        store.save_result(record)
-
-
-class _AnyProgress:
-    """Runtimes report either (fraction, message) or (message); the sweep shows both."""
-
-    def __init__(self, progress: Progress):
-        self.progress, self.last = progress, 0.0
-
-    def __call__(self, *args):
-        if len(args) == 2:
-            self.last = float(args[0])
-            self.progress(self.last, str(args[1]))
-        else:
-            self.progress(self.last, str(args[0]))
+    elapsed = time.perf_counter() - t0
+    for (_, result, _), speed in zip(entries, results):
+        result.metrics.update(_speed_metrics(speed, baseline))
+        result.provenance["speed"] = _speed_provenance(speed, baseline)
+        result.timings["benchmark_s"] = elapsed / len(entries)
+        store.save_result(result)
 
 
 class _Context:
@@ -191,8 +173,8 @@ class _Context:
 
 
 def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, model_name: str,
-             progress: Progress) -> tuple[dict, Any]:
-    """Calibrate (unless baseline) and evaluate one recipe: its record and the calibrated model."""
+             progress: Progress) -> tuple[Result, Any]:
+    """Calibrate (unless baseline) and evaluate one recipe: its result and the calibrated model."""
     import torch
 
     from engine import evaluate
@@ -209,14 +191,14 @@ def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, model_name: s
         metrics = evaluate.compare(model, ctx.data.eval_ids, ctx.reference,
                                    lambda f, s: progress(0.7 + 0.3 * f, f"{s} {spec.recipe.label}"))
         timings.update(calibrate_s=t1 - t0, evaluate_s=time.perf_counter() - t1)
-    record = {
-        "id": spec.id, "experiment": experiment, "model": model_name,
-        "precision": spec.recipe.precision, "sparsity": spec.recipe.sparsity, "kv_cache": spec.recipe.kv_cache,
-        "spec": spec.to_dict(), "metrics": metrics, "provenance": {"accuracy": _accuracy_provenance(ctx, spec)},
-        "timings": timings, "device": describe_device(ctx.device), "versions": versions(),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    return record, model
+    result = Result(
+        id=spec.id, experiment=experiment, model=model_name, precision=spec.recipe.precision,
+        sparsity=spec.recipe.sparsity, kv_cache=spec.recipe.kv_cache, spec=spec.to_dict(), metrics=metrics,
+        provenance={"accuracy": _accuracy_provenance(ctx, spec)}, timings=timings,
+        device=describe_device(ctx.device), versions=versions(),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    return result, model
 
 
 def _accuracy_provenance(ctx: _Context, spec: ExperimentSpec) -> dict:
@@ -275,31 +257,20 @@ def _speed_provenance(speed: list, baseline: list) -> dict:
 
 
 def run_sweep_job(payload: dict, progress: Callable) -> list[str]:
-    """Job entry point (engine.jobs): the payload is plain JSON, see `sweep_payload`."""
+    """Job entry point (engine.jobs): the payload is {"spec": SweepSpec.to_dict()}, validated like any
+    user input. Results go to the store the job runs against ($TLAB_STORE_URL, set by the worker)."""
     from engine.store import open_store
 
-    wl = payload.get("workload")
-    records = run_sweep(
-        ModelRef(**payload.get("model", {})),
-        [Recipe(**r) for r in payload["recipes"]],
-        DataSpec(**payload.get("data", {})),
-        open_store(payload.get("store_url")),
-        experiment=payload.get("experiment"),
-        workload=Workload(**{**wl, "batch_sizes": tuple(wl["batch_sizes"])}) if wl and payload.get("benchmark") else None,
-        backend=payload.get("backend", "pytorch"),
-        progress=lambda f, s: progress(f, s),
-    )
-    return [r["id"] for r in records]
+    if not isinstance(payload, dict) or set(payload) != {"spec"}:
+        raise SpecError("A sweep job's payload must be {\"spec\": <sweep spec>}; queue the sweep again "
+                        "from the app or with `tlab sweep`.")
+    spec = SweepSpec.from_dict(payload["spec"])
+    return [r.id for r in run_sweep(spec, open_store(), lambda f, s: progress(f, s))]
 
 
-def sweep_payload(model: ModelRef, recipes: list[Recipe], data: DataSpec, *, experiment: str | None = None,
-                  workload: Workload | None = None, benchmark: bool = False, backend: str = "pytorch") -> dict:
-    import dataclasses
-
-    return {"experiment": experiment, "model": dataclasses.asdict(model),
-            "recipes": [dataclasses.asdict(r) for r in recipes], "data": dataclasses.asdict(data),
-            "workload": dataclasses.asdict(workload) if workload else None, "benchmark": benchmark,
-            "backend": backend}
+def sweep_payload(spec: SweepSpec) -> dict:
+    """The job payload of a sweep (see run_sweep_job)."""
+    return {"spec": spec.to_dict()}
 
 
-__all__ = ["run_sweep", "run_sweep_job", "grid", "plan", "sweep_payload", "TlabError"]
+__all__ = ["run_sweep", "run_sweep_job", "grid", "sweep_payload", "TlabError"]

@@ -77,17 +77,15 @@ def chart_frame(df: pd.DataFrame, batch_size: int | None = None) -> pd.DataFrame
     return out
 
 
-def refused_speedups(records: list[dict]) -> dict[str, list[str]]:
-    """Why a result has no speedup: reason -> result ids, from each record's provenance as the pipeline
+def refused_speedups(results: list) -> dict[str, list[str]]:
+    """Why a result has no speedup: reason -> result ids, from each Result's provenance as the pipeline
     writes it: "speed_not_measured" (no fast kernels here) and speed.speedup_refused ({batch: reason})."""
     out: dict[str, list[str]] = {}
-    for r in records:
-        not_measured = (r.get("provenance") or {}).get("speed_not_measured")
-        if not_measured:
-            out.setdefault(str(not_measured), []).append(r.get("id"))
-        speed = (r.get("provenance") or {}).get("speed") or {}
-        for bs, why in (speed.get("speedup_refused") or {}).items():
-            out.setdefault(f"batch {bs}: {why}", []).append(r.get("id"))
+    for r in results:
+        if r.speed_not_measured:
+            out.setdefault(r.speed_not_measured, []).append(r.id)
+        for bs, why in r.speedup_refusals.items():
+            out.setdefault(f"batch {bs}: {why}", []).append(r.id)
     return out
 
 

@@ -11,7 +11,8 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from engine.perf.paths import asset
+from engine import registry
+from engine.paths import asset
 
 MODEL_IDS = {
     "Llama 2 7B": "meta-llama/Llama-2-7b-hf", "Llama 2 13B": "meta-llama/Llama-2-13b-hf",
@@ -29,15 +30,16 @@ GPU_IDS = {
     "A100 SXM4 80GB": ("a100-sxm-80gb", ""), "GH200 480GB": ("gh200", ""),
     "A100 80GB": ("a100-sxm-80gb", "A100 variant not stated; the notes say the blog of the same era used SXM 80GB"),
 }
-PRECISIONS = {
-    "FP8": ("fp8", "none"), "BF16": ("bf16", "none"), "FP16": ("fp16", "none"),
-    "INT4 AWQ (W4A16)": ("int4_awq", "none"),
-    "W4A8 AWQ (INT4 weights, FP8 activations)": ("w4a8_awq", "none"),
-    "INT8 SmoothQuant (W8A8)": ("int8_sq", "none"),
-    "FP8 (table does not restate; blog figures are FP8)": ("fp8", "none"),
-    "FP8 + 2:4 structured sparsity": ("fp8", "2:4"),
-    "NVFP4 (PTQ)": ("nvfp4", "none"), "NVFP4 (after QAT)": ("nvfp4", "none"),
-}
+SPARSE_SUFFIX = " + 2:4 structured sparsity"
+
+
+def precision_of(raw: str) -> tuple[str | None, str | None]:
+    """A published precision name -> (our precision, sparsity pattern), by the registry's aliases."""
+    sparsity = "none"
+    if isinstance(raw, str) and raw.endswith(SPARSE_SUFFIX):
+        raw, sparsity = raw[: -len(SPARSE_SUFFIX)], "2:4"
+    prec = registry.precision_from_alias(raw) if isinstance(raw, str) else None
+    return (prec.name, sparsity) if prec else (None, None)
 COLUMNS = ["model", "model_id", "gpu", "gpu_id", "tp", "num_gpus", "precision", "precision_raw", "sparsity", "batch",
            "batch_raw", "isl", "osl", "metric", "value", "unit", "source", "source_label",
            "engine_version", "notes", "mapping_note", "provenance"]
@@ -67,7 +69,7 @@ def _load() -> pd.DataFrame:
     rows = []
     for r in raw.to_dict("records"):
         gpu_id, gnote = GPU_IDS.get(r["gpu"], (None, "")) if isinstance(r["gpu"], str) else (None, "")
-        prec, sp = PRECISIONS.get(r["precision"], (None, None))
+        prec, sp = precision_of(r["precision"])
         rows.append(dict(
             model=r["model"], model_id=MODEL_IDS.get(r["model"]), gpu=r["gpu"], gpu_id=gpu_id,
             tp=_int_or_none(r["tp"]), num_gpus=_int_or_none(r["num_gpus"]), precision=prec,

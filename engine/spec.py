@@ -1,18 +1,42 @@
-"""Frozen, typed, JSON-round-trippable experiment specs with a stable content hash.
+"""Frozen, typed, JSON-round-trippable specs with a stable content hash.
 
-The hash of a spec is its identity: the same spec is never computed twice.
+`SweepSpec` describes one sweep (what the CLI, the app and a job row all build); it expands into one
+`ExperimentSpec` per recipe, whose hash is the identity of a result: the same spec is never computed
+twice. Both validate on creation, so a bad value is refused before any work with a message that says
+what to do; a job row goes through `SweepSpec.from_dict` like any other user input.
 """
 
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine import registry
-from engine.errors import DataError
+from engine.errors import DataError, SpecError
 
 BUNDLED_MODEL = "bundled"
+SCHEMA_VERSION = 1  # of SweepSpec.to_dict(); bump when a field changes meaning
+DEFAULT_KIND = "causal_lm"
+# Upper bounds that keep a typo from growing memory without end (a 100x larger run is a new spec).
+MAX_CALIB_SIZE = 4096
+MAX_SEQ_LEN = 32768
+MAX_EVAL_TOKENS = 10_000_000
+MAX_BATCH = 4096
+
+
+def whole_number(name: str, value: Any, low: int = 1, high: int | None = None, error=DataError) -> int:
+    """`value` as an int if it is a whole number within [low, high]; else `error` saying what to give."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or (isinstance(value, float) and not value.is_integer()):
+        raise error(f"{name} must be a whole number, got {value!r}.")
+    value = int(value)
+    if value < low:
+        raise error(f"{name} must be {'a positive whole number' if low == 1 else f'at least {low}'}, got {value}.")
+    if high is not None and value > high:
+        raise error(f"{name} must be at most {high:,}, got {value:,}; use a smaller value.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -23,6 +47,15 @@ class ModelRef:
     revision: str | None = None
     gguf_file: str | None = None
     trust_remote_code: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise SpecError("The model must be 'bundled', a Hugging Face id or a local folder.")
+        for name in ("revision", "gguf_file"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise SpecError(f"The model's {name.replace('_', ' ')} must be text, got {getattr(self, name)!r}.")
+        if not isinstance(self.trust_remote_code, bool):
+            raise SpecError(f"trust_remote_code must be true or false, got {self.trust_remote_code!r}.")
 
 
 @dataclass(frozen=True)
@@ -38,10 +71,13 @@ class DataSpec:
     seed: int = 1234
 
     def __post_init__(self):
-        for name in ("calib_size", "calib_seq_len", "eval_tokens", "eval_seq_len"):
-            if int(getattr(self, name)) <= 0:
-                raise DataError(f"{name.replace('_', ' ')} must be a positive whole number, "
-                                f"got {getattr(self, name)}.")
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise DataError("The data source must be 'bundled', a file path or hf:NAME[:CONFIG]:SPLIT.")
+        limits = {"calib_size": MAX_CALIB_SIZE, "calib_seq_len": MAX_SEQ_LEN, "eval_tokens": MAX_EVAL_TOKENS,
+                  "eval_seq_len": MAX_SEQ_LEN}
+        for name, high in limits.items():  # ints stay ints, so the spec hash does not change with 8 vs 8.0
+            object.__setattr__(self, name, whole_number(name.replace("_", " "), getattr(self, name), 1, high))
+        object.__setattr__(self, "seed", whole_number("seed", self.seed, 0))
 
 
 @dataclass(frozen=True)
@@ -51,6 +87,9 @@ class Recipe:
     kv_cache: str = "auto"
 
     def __post_init__(self):
+        for name in ("precision", "sparsity", "kv_cache"):
+            if not isinstance(getattr(self, name), str):
+                raise SpecError(f"A recipe's {name.replace('_', ' ')} must be a name, got {getattr(self, name)!r}.")
         registry.precision(self.precision)
         registry.sparsity(self.sparsity)
         registry.kv_cache(self.kv_cache)
@@ -78,8 +117,12 @@ class Workload:
     batch_sizes: tuple[int, ...] = (1, 8)
 
     def __post_init__(self):
-        if self.input_len <= 0 or self.output_len <= 0 or not self.batch_sizes or min(self.batch_sizes) <= 0:
-            raise DataError("Input length, output length and every batch size must be positive.")
+        if not isinstance(self.batch_sizes, (tuple, list)) or not self.batch_sizes:
+            raise DataError("Give at least one batch size (a positive whole number).")
+        for name in ("input_len", "output_len"):
+            object.__setattr__(self, name, whole_number(name.replace("_", " "), getattr(self, name), 1, MAX_SEQ_LEN))
+        object.__setattr__(self, "batch_sizes",
+                           tuple(whole_number("batch size", b, 1, MAX_BATCH) for b in self.batch_sizes))
 
 
 @dataclass(frozen=True)
@@ -89,6 +132,7 @@ class ExperimentSpec:
     data: DataSpec = field(default_factory=DataSpec)
     workload: Workload | None = None  # None: accuracy only, no speed stage
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    kind: str = DEFAULT_KIND  # registry.MODEL_KINDS
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,6 +151,7 @@ class ExperimentSpec:
             data=DataSpec(**d.get("data", {})),
             workload=wl,
             device=d.get("device", "auto"),
+            kind=d.get("kind", DEFAULT_KIND),
         )
 
     @classmethod
@@ -122,7 +167,127 @@ class ExperimentSpec:
 
 
 def spec_hash(obj: Any) -> str:
-    """Stable content hash of a spec dataclass (or dict): sha256 of canonical JSON, 16 hex digits."""
+    """Stable content hash of a spec dataclass (or dict): sha256 of canonical JSON, 16 hex digits.
+    The default model kind is left out, so results stored before kinds existed keep their ids."""
     d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    if isinstance(d, dict) and d.get("kind") == DEFAULT_KIND:
+        d = {k: v for k, v in d.items() if k != "kind"}
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
+
+
+def check_device(device: Any) -> str:
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        raise SpecError(f"Device {device!r} is not one of auto, cpu, cuda or cuda:N (N a GPU index).")
+    return device
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """One sweep: a model, the recipes to try on it (the baseline always runs first), the calibration
+    and evaluation data, the speed settings (None: accuracy only), the runtime that times it, the
+    device, and the experiment name results are grouped under. Validated on creation."""
+
+    model: ModelRef = field(default_factory=ModelRef)
+    recipes: tuple[Recipe, ...] = ()
+    data: DataSpec = field(default_factory=DataSpec)
+    workload: Workload | None = None
+    runtime: str = "torch"  # registry.BACKENDS name (aliases such as "pytorch" are accepted)
+    device: str = "auto"
+    kind: str = DEFAULT_KIND
+    experiment: str | None = None
+
+    def __post_init__(self):
+        for name, cls in (("model", ModelRef), ("data", DataSpec)):
+            if not isinstance(getattr(self, name), cls):
+                raise SpecError(f"SweepSpec.{name} must be a {cls.__name__}.")
+        if self.workload is not None and not isinstance(self.workload, Workload):
+            raise SpecError("SweepSpec.workload must be a Workload or None.")
+        kind = registry.model_kind(self.kind)
+        recipes = tuple(self.recipes)
+        if not recipes or not all(isinstance(r, Recipe) for r in recipes):
+            raise SpecError("Give at least one recipe to try (e.g. fp8 or int4_awq); the baseline runs with it.")
+        for r in recipes:
+            if kind.name not in registry.precision(r.precision).model_kinds:
+                raise SpecError(f"{r.label} does not apply to a {kind.label.lower()}.")
+        baseline = Recipe()
+        ordered = [baseline] + [r for i, r in enumerate(recipes) if r != baseline and r not in recipes[:i]]
+        object.__setattr__(self, "recipes", tuple(ordered))
+        runtime = registry.runtime_name(self.runtime) if isinstance(self.runtime, str) else None
+        if runtime is None or runtime not in kind.runtimes:
+            raise SpecError(f"Runtime {self.runtime!r} cannot time a {kind.label.lower()}; "
+                            f"use one of {', '.join(kind.runtimes)}.")
+        object.__setattr__(self, "runtime", runtime)
+        check_device(self.device)
+        if self.experiment is not None and (not isinstance(self.experiment, str) or len(self.experiment) > 200):
+            raise SpecError("The experiment name must be text of at most 200 characters.")
+
+    def experiments(self) -> list[ExperimentSpec]:
+        """One spec per recipe, baseline first: their ids are the results' ids."""
+        return [ExperimentSpec(self.model, r, self.data, self.workload, self.device, self.kind)
+                for r in self.recipes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA_VERSION, **dataclasses.asdict(self),
+                "recipes": [dataclasses.asdict(r) for r in self.recipes]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SweepSpec":
+        """A spec from JSON-like data (a job row, a file): every field checked, none guessed."""
+        if not isinstance(d, dict):
+            raise SpecError(f"A sweep spec must be a JSON object, got {type(d).__name__}.")
+        if d.get("schema") != SCHEMA_VERSION:
+            raise SpecError(f"This sweep spec has schema {d.get('schema')!r}; this Tradeoff Lab reads schema "
+                            f"{SCHEMA_VERSION}. Build the sweep again (queue it again from the app or the CLI).")
+        _only_known("sweep spec", d, {f.name for f in dataclasses.fields(cls)} | {"schema"})
+        recipes = d.get("recipes")
+        if not isinstance(recipes, list):
+            raise SpecError("A sweep spec's 'recipes' must be a list of {precision, sparsity, kv_cache} objects.")
+        wl = d.get("workload")
+        return cls(
+            model=_build(ModelRef, "model", d.get("model", {})),
+            recipes=tuple(_build(Recipe, "recipe", r) for r in recipes),
+            data=_build(DataSpec, "data", d.get("data", {})),
+            workload=None if wl is None else _build(Workload, "workload", wl),
+            runtime=d.get("runtime", "torch"), device=d.get("device", "auto"),
+            kind=d.get("kind", DEFAULT_KIND), experiment=d.get("experiment"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "SweepSpec":
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"The sweep spec is not valid JSON ({exc}).") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes) -> "SweepSpec":
+        return dataclasses.replace(self, **changes)
+
+
+def _only_known(what: str, d: dict, known: set[str]) -> None:
+    unknown = sorted(str(k) for k in d if k not in known)
+    if unknown:
+        raise SpecError(f"Unknown field(s) in the {what}: {', '.join(unknown)}. "
+                        f"Known fields: {', '.join(sorted(known))}.")
+
+
+def _build(cls, what: str, d: Any):
+    """cls(**d) for JSON data, with type mistakes reported as SpecError (never a bare TypeError)."""
+    if not isinstance(d, dict):
+        raise SpecError(f"The {what} must be a JSON object, got {type(d).__name__}.")
+    _only_known(what, d, {f.name for f in dataclasses.fields(cls)})
+    if cls is Workload and "batch_sizes" in d:
+        if not isinstance(d["batch_sizes"], (list, tuple)):
+            raise SpecError("The workload's batch_sizes must be a list of whole numbers.")
+        d = {**d, "batch_sizes": tuple(d["batch_sizes"])}
+    try:
+        return cls(**d)
+    except TypeError as exc:  # e.g. a precision given as a number
+        raise SpecError(f"The {what} is malformed: {exc}.") from None

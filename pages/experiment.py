@@ -16,7 +16,8 @@ from engine.time_estimate import estimate_sweep, format_duration, same_device
 
 MODEL_KINDS = {"bundled": "Bundled model (offline)", "hf": "Hugging Face id", "folder": "Local folder"}
 DATA_KINDS = {"bundled": "Bundled text (offline)", "upload": "Upload a file", "path": "File path or hf:dataset"}
-BACKENDS = {"pytorch": "PyTorch (CPU or GPU)", "tensorrt_llm": "TensorRT-LLM (NVIDIA GPU)"}
+BACKENDS = {b.name: b.label + (" (CPU or GPU)" if b.name == "torch" else " (NVIDIA GPU)")
+            for b in registry.BACKENDS.values()}
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
@@ -142,7 +143,7 @@ gpus = state.device_report()[0]
 measure = st.checkbox("Measure speed on this machine", value=True, key="measure_speed",
                       help="Times each recipe with real low-precision kernels. Recipes without fast kernels "
                            "here get accuracy only, never a simulated speed.")
-workload, backend = None, "pytorch"
+workload, backend = None, "torch"
 if measure:
     c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
     backend = c1.selectbox("Engine", list(BACKENDS), format_func=BACKENDS.get, key="backend")
@@ -193,7 +194,8 @@ if recipes:
     if jobs:
         here = devices.device_name(gpus)
         history = [h for h in state.timing_history() if same_device(h.get("device"), here)]
-        estimates = [estimate_sweep(len(p["recipes"]), p["data"], p["workload"], history, here) for p, _ in jobs]
+        estimates = [estimate_sweep(len(p["spec"]["recipes"]), p["spec"]["data"], p["spec"]["workload"], history, here)
+                     for p, _ in jobs]
         st.metric("Estimated time", format_duration(sum(e.seconds for e in estimates)))
         st.caption(f"Estimate {estimates[0].basis}.")
 

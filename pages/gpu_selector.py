@@ -14,10 +14,11 @@ if str(ROOT) not in sys.path:  # standalone runs (AppTest, `streamlit run pages/
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
+from engine import registry  # noqa: E402
 from engine.errors import TlabError  # noqa: E402
 from engine.perf import arch, calibrate, catalog, plots, selector  # noqa: E402
 
-PRECISIONS = ["bf16", "fp16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4"]
+PRECISIONS = [p.name for p in registry.precisions_for("causal_lm")]
 
 
 st.title("GPU Selector")

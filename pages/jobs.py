@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 import streamlit as st
 
 from app import nav, state
-from engine.jobs.procs import pid_alive
+from engine.system import pid_alive
 from engine.jobs.worker import STALE_AFTER_S
 
 REFRESH_S = 2.0

@@ -118,16 +118,16 @@ st.download_button("Download CSV", data=lambda: to_csv(state.store().list_result
 rows = selection.selection.rows if selection is not None else []
 if rows:
     result_id = chart.iloc[rows[0]]["id"]
-    record = state.store().get_result(result_id)
-    if record:
+    result = state.store().get_result(result_id)
+    if result:
         st.subheader(f"{chart.iloc[rows[0]]['recipe']}: details")
         c1, c2 = st.columns(2)
         c1.markdown("**Spec**")
-        c1.json(record.get("spec") or {})
+        c1.json(result.spec)
         c2.markdown("**Provenance** (where each number came from)")
-        c2.json(record.get("provenance") or {})
+        c2.json(result.provenance)
         with st.expander("All metrics, timings and versions"):
-            st.json({k: record.get(k) for k in ("metrics", "units", "timings", "versions", "device", "created_at")})
+            st.json({k: getattr(result, k) for k in ("metrics", "units", "timings", "versions", "device", "created_at")})
 else:
     st.caption("Select a row to see its full spec and provenance.")
 

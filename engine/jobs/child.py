@@ -82,6 +82,8 @@ def run_job(job_id: int, store_url: str | None) -> int:
     from engine.store import open_store
 
     store = open_store(store_url)
+    if store_url:  # the job's own writes go to the store it was queued in, whatever its payload says
+        os.environ["TLAB_STORE_URL"] = store_url
     job = store.get_job(job_id)
     if job is None or job["status"] != "running":
         print(f"Job {job_id} is not running (status: {job and job['status']}); nothing to do.", flush=True)

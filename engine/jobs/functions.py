@@ -1,36 +1,15 @@
 """Job functions are named "module:function" and must live in an allowed module.
 
 A job function takes (payload: dict, progress) where `progress(fraction, stage, log=None)` reports
-progress; it returns the ids of the results it saved (a list of str) or None. The allow-list keeps a
-job row from naming arbitrary code: "engine" always, plus the comma-separated TLAB_JOB_MODULES.
+progress; it returns the ids of the results it saved (a list of str) or None. Which names are allowed:
+engine.store.job_functions.
 """
 
 import importlib
-import os
-import re
 from collections.abc import Callable
 
 from engine.errors import TlabError
-
-_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-def allowed_prefixes() -> list[str]:
-    extra = os.environ.get("TLAB_JOB_MODULES", "")
-    return ["engine"] + [p.strip().rstrip(".") for p in extra.split(",") if p.strip().rstrip(".")]
-
-
-def check_job_fn(fn: str) -> str:
-    """Return `fn` if it is a well-formed, allowed "module:function" name; else raise TlabError."""
-    if not isinstance(fn, str) or not _NAME.match(fn):
-        raise TlabError(f"Job function {fn!r} must be written 'package.module:function', "
-                        "e.g. 'engine.pipeline:run_sweep_job'.")
-    module = fn.split(":", 1)[0]
-    prefixes = allowed_prefixes()
-    if not any(module == p or module.startswith(p + ".") for p in prefixes):
-        raise TlabError(f"Job function {fn} is not in an allowed module ({', '.join(prefixes)}). "
-                        "Add its package to TLAB_JOB_MODULES (comma-separated) to allow it.")
-    return fn
+from engine.store.job_functions import check_job_fn
 
 
 def resolve_job_fn(fn: str) -> Callable:

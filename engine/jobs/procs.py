@@ -1,6 +1,5 @@
-"""Small process helpers for the worker: is a pid alive, and what an exit status means in words."""
+"""What a job process's exit status means, in words (whether a pid is alive: engine.system)."""
 
-import os
 import signal
 
 _SIGNAL_WORDS = {
@@ -11,23 +10,6 @@ _SIGNAL_WORDS = {
     "SIGILL": "illegal instruction (a library built for another CPU)",
     "SIGKILL": "killed, often by the system when it runs out of memory",
 }
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this pid exists (zombies count as gone)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:  # a zombie has exited; Linux shows it as state Z
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def describe_exit(returncode: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.errors import ModelLoadError, UnknownNameError
-from engine.perf.paths import asset
+from engine.paths import asset
 
 # Families whose MLP is up -> act -> down (2 matrices); everything else here is gated (3 matrices).
 TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3", "mpt"}

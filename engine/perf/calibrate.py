@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from engine.paths import tlab_home
 from engine.perf import arch as arch_mod
 from engine.perf import catalog
 from engine.perf.formats import kv_bytes
 from engine.perf.model import Items, Shape, param_group, work_items
 from engine.perf.params import FREE, PRIORS, prior_params
-from engine.perf.paths import tlab_home
 from engine.perf.ratios import RATIO_COLUMNS, RATIO_WEIGHT, RatioTimer
 
 POINT_COLUMNS = ["gpu_id", "model_id", "precision", "sparsity", "batch", "isl", "osl", "tp",
@@ -89,37 +89,35 @@ def _first(row: dict, *keys):
     return None
 
 
-def records_to_points(records) -> pd.DataFrame:
-    """Calibration points from store records (`open_store().list_results()`).
+def records_to_points(results) -> pd.DataFrame:
+    """Calibration points from the store's results (`open_store().list_results()`).
 
-    Each TensorRT-LLM measurement in a record's speed provenance (one per batch size) with a catalog
+    Each TensorRT-LLM measurement in a result's speed provenance (one per batch size) with a catalog
     GPU and an output-throughput number becomes a point. Other backends (PyTorch eager, CPU) measure
     a different engine and are skipped, so they cannot pull TensorRT-LLM efficiencies.
     """
     rows = []
-    for rec in records or []:
-        prov = rec.get("provenance") if isinstance(rec, dict) else None
-        speed = prov.get("speed") if isinstance(prov, dict) else None
-        if not isinstance(speed, dict) or speed.get("kind") != "measured":
+    for res in results or []:
+        speed = res.part("speed")
+        if speed.get("kind") != "measured":
             continue
-        spec = rec.get("spec") if isinstance(rec.get("spec"), dict) else {}
-        tp = int((spec.get("workload") or {}).get("tp") or spec.get("tp") or 1)
-        for m in speed.get("measurements") or []:
-            if not isinstance(m, dict) or m.get("backend") != "tensorrt_llm":
+        workload = res.spec.get("workload") if isinstance(res.spec.get("workload"), dict) else {}
+        tp = int(workload.get("tp") or res.spec.get("tp") or 1)
+        for m in res.measurements:
+            if m.backend != "tensorrt_llm":
                 continue
-            dev = (m.get("provenance") or {}).get("device") or speed.get("device") or rec.get("device")
+            dev = m.provenance.get("device") or speed.get("device") or res.device
             name = dev.get("name") if isinstance(dev, dict) else dev
             if isinstance(name, str) and name.startswith("cuda: "):
                 name = name[len("cuda: "):]
             gid = gpu_id_from_name(name)
-            tput = (m.get("metrics") or {}).get("output_tokens_per_sec")
-            if gid is None or tput is None or not m.get("batch_size") or not m.get("input_len"):
+            tput = m.metrics.get("output_tokens_per_sec")
+            if gid is None or tput is None or not m.batch_size or not m.input_len:
                 continue
-            sp = m.get("sparsity") or rec.get("sparsity") or "none"
-            rows.append(dict(gpu_id=gid, model_id=rec.get("model"),
-                             precision=m.get("precision") or rec.get("precision"),
+            sp = m.sparsity or res.sparsity or "none"
+            rows.append(dict(gpu_id=gid, model_id=res.model, precision=m.precision or res.precision,
                              sparsity="none" if sp in ("none", "dense") else "2:4",
-                             batch=int(m["batch_size"]), isl=int(m["input_len"]), osl=int(m["output_len"]),
+                             batch=int(m.batch_size), isl=int(m.input_len), osl=int(m.output_len),
                              tp=tp, output_tokens_per_sec=float(tput), source=f"your store ({gid})",
                              provenance="measured", harness="trtllm-bench", batch_mode="fixed"))
     return pd.DataFrame(rows, columns=POINT_COLUMNS)
@@ -175,7 +173,7 @@ def shapes_of(points: pd.DataFrame) -> tuple[list[Shape], np.ndarray]:
     Points whose model or GPU does not resolve, or that do not fit at all, get no shape.
     """
     from engine.perf import memory
-    from engine.perf.selector import batch_grid
+    from engine.perf.memory import batch_grid
 
     shapes, owner = [], []
     modes = points["batch_mode"] if "batch_mode" in points else pd.Series("fixed", index=points.index)
@@ -333,7 +331,7 @@ def _cache_key(points: pd.DataFrame, ratios: pd.DataFrame | None = None) -> str:
     """Changes whenever the points, the priors, the model code or the catalogs change."""
     from pathlib import Path
 
-    from engine.perf.paths import asset
+    from engine.paths import asset
 
     h = hashlib.sha256()
     h.update(MODEL_VERSION.encode())

@@ -7,7 +7,7 @@ from functools import lru_cache
 import pandas as pd
 
 from engine.names import check_name
-from engine.perf.paths import asset
+from engine.paths import asset
 
 GIB = 1024**3
 ECC_ON_GDDR = {"l4", "l40s", "a10g"}  # datacenter GDDR6 cards: in-band ECC on by default

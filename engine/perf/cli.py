@@ -7,9 +7,10 @@ import argparse
 import json
 import sys
 
+from engine import registry
 from engine.errors import TlabError
 
-PRECISION_NAMES = ("bf16", "fp16", "fp8", "int8_sq", "int4_awq", "w4a8_awq", "nvfp4")
+PRECISION_NAMES = tuple(registry.PRECISIONS)
 
 
 def add_estimate_parser(subparsers) -> argparse.ArgumentParser:

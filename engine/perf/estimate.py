@@ -8,7 +8,7 @@ from engine.errors import TlabError, UnsupportedOnDevice
 from engine.perf import arch as arch_mod
 from engine.perf import catalog, memory
 from engine.perf.catalog import GIB
-from engine.perf.formats import COMPUTE_FORMAT, check_sparsity, kv_bytes
+from engine.perf.formats import check_sparsity, kv_bytes
 from engine.perf.model import Items, Shape, work_items
 
 TP_CHOICES = (1, 2, 4, 8, 16, 32, 64, 72)
@@ -56,8 +56,8 @@ def resolve(q: Query) -> Resolved:
     g = catalog.gpu(q.gpu)
     prec = registry.precision(q.precision)
     why = registry.why_not_on_generation(prec, g.generation)
-    if why is None and g.peak(COMPUTE_FORMAT[prec.name]) is None:
-        why = f"the {g.name} datasheet lists no {COMPUTE_FORMAT[prec.name].upper()} tensor throughput."
+    if why is None and g.peak(prec.compute_format) is None:
+        why = f"the {g.name} datasheet lists no {prec.compute_format.upper()} tensor throughput."
     if why:
         raise UnsupportedOnDevice(f"{prec.label} cannot run on {g.name}: {why} "
                                   f"Pick another precision or GPU.")
@@ -142,7 +142,7 @@ class Estimate:
 def _best_batch(r: Resolved, params: dict) -> Resolved:
     """In-flight batching at its best: the batch up to the largest that fits with the most tokens/s
     (usually the largest; not always, when prefill of long prompts dominates)."""
-    from engine.perf.selector import batch_grid
+    from engine.perf.memory import batch_grid
 
     shapes = [dataclasses.replace(r.shape, batch=b) for b in batch_grid(r.max_batch)]
     _, pre, dec = time_shapes(shapes, params)

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from engine.perf.arch import Architecture
 from engine.perf.catalog import GIB, GPU
-from engine.perf.formats import HEAD_BYTES, SPARSE_WEIGHT_FACTOR, WEIGHT_BYTES
+from engine import registry
+from engine.perf.formats import HEAD_BYTES, SPARSE_WEIGHT_FACTOR
 
 MAX_NUM_TOKENS = 8192  # TensorRT-LLM's default max_num_tokens: prefill runs in chunks of this size
 RESERVE_FIXED = 1.5 * GIB  # CUDA context, cuBLAS/TensorRT workspaces, NCCL buffers
@@ -38,7 +39,7 @@ class MemoryPlan:
 
 
 def weight_bytes(arch: Architecture, precision: str, sparse: bool, tp: int) -> float:
-    wb = WEIGHT_BYTES[precision]
+    wb = registry.precision(precision).weight_bytes
     if sparse:
         wb *= SPARSE_WEIGHT_FACTOR[wb]
     body = arch.layers * (arch.attn_params + arch.mlp_params) * wb
@@ -83,3 +84,11 @@ def max_batch(arch, gpu, precision, sparse, tp, isl, osl, kv_bytes) -> int:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
     return lo
+
+
+def batch_grid(max_batch: int) -> list[int]:
+    """Powers of two up to the largest batch that fits, plus that batch itself."""
+    if max_batch < 1:
+        return []
+    grid = [2**i for i in range(int(math.log2(max_batch)) + 1)]
+    return grid + ([max_batch] if grid[-1] != max_batch else [])

@@ -20,8 +20,9 @@ import numpy as np
 
 from engine.perf.arch import Architecture
 from engine.perf.catalog import GPU
-from engine.perf.params import PRIORS, TIED
-from engine.perf.formats import COMPUTE_FORMAT, HEAD_BYTES, SPARSE_WEIGHT_FACTOR, WEIGHT_BYTES
+from engine.perf.params import PRIORS, tied_params
+from engine import registry
+from engine.perf.formats import HEAD_BYTES, SPARSE_WEIGHT_FACTOR
 
 DECODE_SAMPLES = 4  # context lengths sampled over the output (midpoint rule)
 DEQUANT_TILE = 64  # rows of activations sharing one dequantized weight tile
@@ -58,7 +59,10 @@ class Shape:
 
 
 def param_group(precision: str) -> str:
-    return "w16" if precision in ("bf16", "fp16") else precision
+    """The efficiency parameters a precision's GEMMs use: its registry entry's groups when they are one
+    (bf16 and fp16 share "w16"), else its own name, tied to its weight and GEMM groups (params.tied_params)."""
+    prec = registry.precision(precision)
+    return prec.estimator_weights if prec.estimator_weights == prec.estimator_gemm else prec.name
 
 
 def _touched_experts(arch: Architecture, tokens: float) -> float:
@@ -71,14 +75,15 @@ def _touched_experts(arch: Architecture, tokens: float) -> float:
 def work_items(s: Shape) -> list[dict]:
     """Per-GPU work items of one query: the time is sum(mult * item_seconds)."""
     a, g, tp = s.arch, s.gpu, s.tp
-    wb = WEIGHT_BYTES[s.precision] * (SPARSE_WEIGHT_FACTOR.get(WEIGHT_BYTES[s.precision], 1) if s.sparse else 1)
-    cf = COMPUTE_FORMAT[s.precision]
+    prec = registry.precision(s.precision)
+    wb = prec.weight_bytes * (SPARSE_WEIGHT_FACTOR.get(prec.weight_bytes, 1) if s.sparse else 1)
+    cf = prec.compute_format
     peak = g.peak(cf) * (SPARSE_COMPUTE_GAIN if s.sparse else 1)
     bf16 = g.peak("bf16")
     heads = a.heads / tp
     kv_heads = math.ceil(a.kv_heads / tp)  # KV heads are replicated when TP > KV heads
     grp = param_group(s.precision)
-    dequant = s.precision in ("int4_awq", "w4a8_awq")
+    dequant = prec.dequantizes_weights
     items = []
 
     def gemm(phase, mult, tokens, kind="gemm"):
@@ -172,7 +177,7 @@ class Items:
     def _param(self, p: dict, name: str, sel=None) -> np.ndarray | float:
         """Parameter `name` for the items in `sel`, with the harness adjustment `hs_<name>` applied to
         items measured by the static-batching harness (gptSessionBenchmark) when the fit has one."""
-        name = TIED.get(name, name)
+        name = tied_params().get(name, name)
         v = p[name]
         adj = p.get(f"hs_{name}")
         if adj is None:
@@ -193,9 +198,10 @@ class Items:
                 eta_m[sel] = self._param(p, "act_mem", sel)
             elif grp not in ("comm", "overhead"):
                 eta_m[sel], eta_c[sel] = self._param(p, f"m_{grp}", sel), self._param(p, f"c_{grp}", sel)
-                dq = TIED.get(f"dq_{grp}", f"dq_{grp}")
+                tied = tied_params()
+                dq = tied.get(f"dq_{grp}", f"dq_{grp}")
                 if dq in p:
-                    deq[sel], deq_small[sel] = p[dq], p[TIED.get(f"dqs_{grp}", f"dqs_{grp}")]
+                    deq[sel], deq_small[sel] = p[dq], p[tied.get(f"dqs_{grp}", f"dqs_{grp}")]
         genf = np.ones(n)
         for gen in np.unique(self.gen):
             genf[self.gen == gen] = p.get(f"gen_{gen}", 1.0)

@@ -5,6 +5,8 @@ fp8 0.45, w4a16 0.45, w4a8 0.35, nvfp4 0.30; memory 0.8, a few microseconds per 
 them only as far as measured points demand (each prior is a soft constraint in log space).
 """
 
+from engine import registry
+
 # name: (prior value, sigma of log(value), lower bound, upper bound)
 PRIORS: dict[str, tuple[float, float, float, float]] = {
     # achieved fraction of memory bandwidth when streaming weights, per weight format
@@ -39,11 +41,25 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
     "gen_blackwell": (1.0, 0.25, 0.4, 2.0), "gen_hopper": (1.0, 0.0, 1.0, 1.0),
 }
 
-# W4A8 AWQ is INT4 AWQ's packed weights fed to FP8 tensor cores: the same weight loads and INT4 unpacking
-# on CUDA cores (so the same bandwidth and dequantization efficiencies as W4A16), and the FP8 MMA of an
-# FP8 GEMM. Tying them lets W4A8 estimates learn from INT4 and FP8 measurements, where W4A8 has few.
-TIED = {"m_w4a8_awq": "m_int4_awq", "dq_w4a8_awq": "dq_int4_awq", "dqs_w4a8_awq": "dqs_int4_awq",
-        "c_w4a8_awq": "c_fp8"}
+# A precision whose weight-streaming and GEMM parameter groups differ (registry `estimator_weights` /
+# `estimator_gemm`) borrows them: W4A8 AWQ is INT4 AWQ's packed weights fed to FP8 tensor cores, so it
+# has INT4's bandwidth and dequantization efficiencies and FP8's MMA. Tying them lets W4A8 estimates
+# learn from INT4 and FP8 measurements, where W4A8 has few.
+def tied_params() -> dict[str, str]:
+    """{parameter of a precision: the shared parameter it uses}, from the registry as it is now."""
+    tied = {}
+    for p in registry.PRECISIONS.values():
+        if p.estimator_weights == p.estimator_gemm:
+            continue
+        tied[f"m_{p.name}"] = f"m_{p.estimator_weights}"
+        tied[f"c_{p.name}"] = f"c_{p.estimator_gemm}"
+        if p.dequantizes_weights:
+            tied[f"dq_{p.name}"] = f"dq_{p.estimator_weights}"
+            tied[f"dqs_{p.name}"] = f"dqs_{p.estimator_weights}"
+    return tied
+
+
+TIED = tied_params()  # as shipped; the model asks tied_params() so a newly registered precision counts
 
 # Static-batching harness (gptSessionBenchmark, TensorRT-LLM <= 0.9 documents) vs trtllm-bench: the
 # older documents time the engine alone, so their per-layer overhead and GEMM efficiencies differ.

@@ -11,6 +11,7 @@ import pandas as pd
 from engine.errors import TlabError
 from engine.perf import catalog
 from engine.perf.estimate import Query, resolve, time_shapes
+from engine.perf.memory import batch_grid  # noqa: F401  (re-exported)
 
 # (ISL, OSL) per preset; editable on the page.
 WORKLOADS = {
@@ -20,14 +21,6 @@ WORKLOADS = {
     "long context": (32768, 256),
 }
 TP_OPTIONS = (1, 2, 4, 8)
-
-
-def batch_grid(max_batch: int) -> list[int]:
-    """Powers of two up to the largest batch that fits, plus that batch itself."""
-    if max_batch < 1:
-        return []
-    grid = [2**i for i in range(int(math.log2(max_batch)) + 1)]
-    return grid + ([max_batch] if grid[-1] != max_batch else [])
 
 
 def sweep(model, gpu_id: str, precision: str, tp: int, isl: int, osl: int, calibration,

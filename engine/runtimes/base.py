@@ -9,8 +9,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from typing import Any
+
+from engine.store.entities import Measurement
 
 # Metrics where a smaller number is better; every other metric is a rate (bigger is better).
 LOWER_IS_BETTER = frozenset({
@@ -32,53 +35,53 @@ class Availability:
         return self.ok
 
 
-@dataclass
-class Measurement:
-    """One benchmarked (recipe, batch size) point.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend does, declared (never probed with hasattr)."""
 
-    `metrics` holds whichever of these the backend measures: output_tokens_per_sec,
-    output_tokens_per_sec_per_gpu, output_tokens_per_sec_per_user, requests_per_sec,
-    decode_tokens_per_sec, prefill_ms, ttft_ms, tpot_ms, request_latency_ms, peak_memory_mb.
-    Each is the median over `repeats` runs; `spread` is the relative spread of those runs per
-    metric (see `relative_spread`). `provenance` is
-    {"kind": "measured", "device": {...}, "backend": ..., "versions": {...},
-     "command": ... (optional), "workload": {...}}.
+    device_kinds: tuple[str, ...]  # "cpu", "cuda"
+    interleaved: bool  # compare() runs recipes round by round on one device, so drift hits all alike
+    in_process: bool  # deploy() gives a model run in this process (else an export run by another program)
+
+
+class Runtime(ABC):
+    """A runtime backend: deploy a calibrated model, measure a workload, compare recipes.
+
+    Progress everywhere is `progress(fraction 0..1, message)`. Errors are engine.errors.TlabError
+    subclasses whose message says what to do.
     """
 
-    backend: str
-    precision: str
-    sparsity: str
-    batch_size: int
-    input_len: int
-    output_len: int
-    metrics: dict[str, float]
-    spread: dict[str, float | None]  # None: unknown (measured once)
-    repeats: int
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Measurement:
-        return cls(**d)
-
-
-@runtime_checkable
-class Runtime(Protocol):
     name: str  # registry key, e.g. "torch", "tensorrt_llm"
     label: str  # shown to people, e.g. "TensorRT-LLM"
+    capabilities: Capabilities
 
+    @abstractmethod
     def availability(self, precision: str = "bf16", sparsity: str = "none") -> Availability:
         """Whether this backend can run that recipe on this machine; if not, why."""
-        ...
 
-    def benchmark(self, model: Any, recipe: Any, workload: Any,
-                  progress: Progress | None = None) -> list[Measurement]:
-        """Run `workload` (engine.spec.Workload) for `recipe` (engine.spec.Recipe) on `model`
-        (a loaded, calibrated model handle or an export directory; each backend documents which)
-        and return one Measurement per batch size. Raises engine.errors.TlabError subclasses."""
-        ...
+    @abstractmethod
+    def deploy(self, calibrated: Any, recipe: Any) -> Any:
+        """What `measure` takes for `recipe` (engine.spec.Recipe), made from the calibrated model:
+        a model on real low-precision kernels, or the calibrated model itself for a backend that
+        exports it when it measures. Called once per recipe, while the calibrated model is alive."""
+
+    @abstractmethod
+    def measure(self, deployed: Any, recipe: Any, workload: Any,
+                progress: Progress | None = None) -> list[Measurement]:
+        """Run `workload` (engine.spec.Workload) for `recipe` on `deployed` (from `deploy`, or what
+        each backend documents) and return one Measurement per batch size."""
+
+    def compare(self, entries: Sequence[tuple[Any, Any]], workload: Any,
+                progress: Progress | None = None) -> list[list[Measurement]]:
+        """Measure several (deployed, recipe) pairs on one device with one workload; one list of
+        Measurements per entry. This default measures them one after the other."""
+        progress = progress or (lambda f, s: None)
+        out = []
+        for i, (deployed, recipe) in enumerate(entries):
+            share = 1 / len(entries)
+            out.append(self.measure(deployed, recipe, workload,
+                                    lambda f, s, i=i: progress((i + max(0.0, min(1.0, f))) * share, s)))
+        return out
 
 
 def relative_spread(values: Sequence[float]) -> float | None:
@@ -200,90 +203,3 @@ def speedup(baseline: Measurement, candidate: Measurement, metric: str = "output
         return None, f"'{metric}' is not positive on one side ({b} vs {c}); nothing to compare."
     return (b / c if metric in LOWER_IS_BETTER else c / b), None
 
-
-# --- device probe ---------------------------------------------------------------------------
-
-def probe_nvidia_gpu(index: int = 0) -> dict[str, Any] | None:
-    """Name, memory, compute capability, generation, driver and clocks of NVIDIA GPU `index`, or
-    None when there is none. Asks nvidia-smi first (no heavy import); torch.cuda fills what it lacks."""
-    info = _nvidia_smi(index)
-    if info is None or not info.get("compute_capability"):
-        from_torch = _torch_cuda(index)
-        if from_torch is None and info is None:
-            return None
-        info = {**(from_torch or {}), **{k: v for k, v in (info or {}).items() if v is not None}}
-    info = {k: v for k, v in info.items() if v is not None}
-    info["index"] = index
-    cc = info.get("compute_capability")
-    if cc:
-        from engine.registry import generation_of
-
-        info["generation"] = generation_of(tuple(cc))
-    return info
-
-
-def _torch_cuda(index: int) -> dict[str, Any] | None:
-    try:
-        import torch
-
-        if not (torch.cuda.is_available() and torch.cuda.device_count() > index):
-            return None
-        props = torch.cuda.get_device_properties(index)
-        return {"name": props.name, "memory_mb": int(props.total_memory // (1024 * 1024)),
-                "compute_capability": [props.major, props.minor], "cuda": torch.version.cuda}
-    except Exception:  # noqa: BLE001 - a broken CUDA install must read as "no GPU", not crash the app
-        return None
-
-
-_SMI_FIELDS = ("name", "memory.total", "driver_version", "compute_cap",
-               "clocks.sm", "clocks.mem", "clocks.max.sm")
-
-
-def _nvidia_smi(index: int) -> dict[str, Any] | None:
-    import shutil
-    import subprocess
-
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return None
-    try:
-        out = subprocess.run([exe, f"--id={index}", f"--query-gpu={','.join(_SMI_FIELDS)}",
-                              "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0 or not out.stdout.strip():
-        return None
-    return parse_nvidia_smi_csv(out.stdout.strip().splitlines()[0])
-
-
-def parse_nvidia_smi_csv(line: str) -> dict[str, Any]:
-    """One `--query-gpu=name,memory.total,driver_version,compute_cap,clocks.sm,clocks.mem,
-    clocks.max.sm --format=csv,noheader,nounits` line -> dict (unreadable fields are None)."""
-    parts = [p.strip() for p in line.split(",")]
-    parts += [""] * (len(_SMI_FIELDS) - len(parts))
-
-    def num(s: str) -> int | None:
-        try:
-            return int(float(s))
-        except ValueError:
-            return None  # "[N/A]" or "[Not Supported]"
-
-    cc = None
-    if "." in parts[3]:
-        try:
-            cc = [int(x) for x in parts[3].split(".")[:2]]
-        except ValueError:
-            cc = None
-    return {"name": parts[0] or None, "memory_mb": num(parts[1]), "driver": parts[2] or None,
-            "compute_capability": cc, "sm_clock_mhz": num(parts[4]), "mem_clock_mhz": num(parts[5]),
-            "max_sm_clock_mhz": num(parts[6])}
-
-
-def device_summary(gpu: dict[str, Any] | None) -> dict[str, Any]:
-    """The `device` entry of a provenance dict."""
-    if gpu is None:
-        import platform
-
-        return {"kind": "cpu", "name": platform.processor() or platform.machine()}
-    return {"kind": "cuda", **gpu}

@@ -1,13 +1,14 @@
 """The results store: experiment results and the job queue, in one database.
 
     store = open_store()                  # $TLAB_STORE_URL or $TLAB_HOME/tlab.db
-    store.save_result(record); store.results_frame()
+    store.save_result(result); store.list_results(); store.results_frame()
 """
 
 from engine.errors import StoreError
 from engine.store.base import FINISHED_STATUSES, JOB_STATUSES, Store
+from engine.store.entities import Measurement, Result
 
-__all__ = ["FINISHED_STATUSES", "JOB_STATUSES", "Store", "StoreError", "open_store"]
+__all__ = ["FINISHED_STATUSES", "JOB_STATUSES", "Measurement", "Result", "Store", "StoreError", "open_store"]
 
 
 def open_store(url: str | None = None) -> Store:

@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from engine.store.entities import Result
+
 if TYPE_CHECKING:  # pandas is imported only when a frame is built
     import pandas as pd
 
@@ -32,15 +34,16 @@ class Store(ABC):
     def list_experiments(self) -> list[dict]: ...
 
     @abstractmethod
-    def save_result(self, record: dict) -> str:
-        """Insert or replace the result with record["id"], atomically. Returns the id."""
+    def save_result(self, record: Result | dict) -> str:
+        """Insert or replace the result with record.id, atomically (a dict is validated the same
+        way). Returns the id."""
 
     @abstractmethod
-    def save_results(self, records: Iterable[dict]) -> list[str]:
+    def save_results(self, records: Iterable[Result | dict]) -> list[str]:
         """Save many results in one transaction (all or nothing)."""
 
     @abstractmethod
-    def get_result(self, result_id: str) -> dict | None: ...
+    def get_result(self, result_id: str) -> Result | None: ...
 
     @abstractmethod
     def has_result(self, result_id: str) -> bool: ...
@@ -49,8 +52,8 @@ class Store(ABC):
     def list_results(self, model: str | None = None, precision: str | None = None,
                      sparsity: str | None = None, kv_cache: str | None = None,
                      experiment: str | None = None, status: str | None = None,
-                     ids: Iterable[str] | None = None) -> list[dict]:
-        """Full records, oldest first, filtered by the given fields."""
+                     ids: Iterable[str] | None = None) -> list[Result]:
+        """Full results, oldest first, filtered by the given fields."""
 
     @abstractmethod
     def results_frame(self) -> pd.DataFrame:

@@ -1,6 +1,7 @@
-"""Export result records (dicts from Store.list_results) as JSON-ready dicts, CSV text, or a text table.
+"""Export results (engine.store.entities.Result, from Store.list_results) as JSON-ready dicts, CSV text,
+or a text table.
 
-Pure functions over records; no extra dependencies.
+Pure functions over results; no extra dependencies.
 """
 
 import csv
@@ -8,16 +9,14 @@ import io
 import json
 import math
 
+from engine.store.entities import Result
 from engine.store.records import overall_kind
 
 ID_FIELDS = ("id", "experiment", "model", "precision", "sparsity", "kv_cache")
 
 
-def _kinds(record: dict) -> tuple[str | None, str | None, dict]:
-    prov = record.get("provenance") or {}
-    acc = prov.get("accuracy") if isinstance(prov.get("accuracy"), dict) else {}
-    speed = prov.get("speed") if isinstance(prov.get("speed"), dict) else {}
-    return acc.get("kind"), speed.get("kind"), speed
+def _identity(r: Result) -> dict:
+    return {k: getattr(r, k) for k in ID_FIELDS}
 
 
 def _json_number(value):
@@ -27,61 +26,57 @@ def _json_number(value):
     return value
 
 
-def metric_names(records: list[dict]) -> list[str]:
-    return sorted({name for r in records for name in (r.get("metrics") or {})})
+def metric_names(records: list[Result]) -> list[str]:
+    return sorted({name for r in records for name in r.metrics})
 
 
-def to_json_records(records: list[dict]) -> list[dict]:
+def to_json_records(records: list[Result]) -> list[dict]:
     """One JSON-serializable object per result; every metric also appears as a top-level field."""
     out = []
     for r in records:
-        acc_kind, speed_kind, speed = _kinds(r)
-        metrics = {k: _json_number(v) for k, v in (r.get("metrics") or {}).items()}
-        obj = {k: r.get(k) for k in ID_FIELDS}
+        metrics = {k: _json_number(v) for k, v in r.metrics.items()}
+        obj = _identity(r)
         for name, value in metrics.items():
             if name not in obj:
                 obj[name] = value
         obj.update({
             "metrics": metrics,
-            "units": r.get("units") or {},
-            "provenance": overall_kind(acc_kind, speed_kind),
-            "provenance_detail": r.get("provenance") or {},
-            "device": r.get("device"),
-            "backend": speed.get("backend") or speed.get("engine"),
-            "versions": r.get("versions") or {},
-            "timings": r.get("timings") or {},
-            "created_at": r.get("created_at"),
-            "spec": r.get("spec") or {},
+            "units": r.units,
+            "provenance": overall_kind(r.accuracy_kind, r.speed_kind),
+            "provenance_detail": r.provenance,
+            "device": r.device,
+            "backend": r.backend,
+            "versions": r.versions,
+            "timings": r.timings,
+            "created_at": r.created_at,
+            "spec": r.spec,
         })
-        if r.get("status") is not None:
-            obj["status"] = r["status"]
+        if r.status is not None:
+            obj["status"] = r.status
         out.append(obj)
     return out
 
 
-def to_json(records: list[dict], indent: int | None = 2) -> str:
+def to_json(records: list[Result], indent: int | None = 2) -> str:
     return json.dumps(to_json_records(records), indent=indent, allow_nan=False)
 
 
-def flat_rows(records: list[dict]) -> tuple[list[str], list[dict]]:
+def flat_rows(records: list[Result]) -> tuple[list[str], list[dict]]:
     """Columns and flat rows: identity, one column per metric, provenance kinds, device, backend."""
     names = metric_names(records)
     columns = [*ID_FIELDS, *names, "provenance", "accuracy_provenance", "speed_provenance",
                "device", "backend", "created_at"]
     rows = []
     for r in records:
-        acc_kind, speed_kind, speed = _kinds(r)
-        metrics = r.get("metrics") or {}
-        row = {k: r.get(k) for k in ID_FIELDS}
-        row.update({name: metrics.get(name) for name in names})
-        row.update(provenance=overall_kind(acc_kind, speed_kind), accuracy_provenance=acc_kind,
-                   speed_provenance=speed_kind, device=r.get("device"),
-                   backend=speed.get("backend") or speed.get("engine"), created_at=r.get("created_at"))
+        row = _identity(r)
+        row.update({name: r.metrics.get(name) for name in names})
+        row.update(provenance=overall_kind(r.accuracy_kind, r.speed_kind), accuracy_provenance=r.accuracy_kind,
+                   speed_provenance=r.speed_kind, device=r.device, backend=r.backend, created_at=r.created_at)
         rows.append(row)
     return columns, rows
 
 
-def to_csv(records: list[dict]) -> str:
+def to_csv(records: list[Result]) -> str:
     columns, rows = flat_rows(records)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
@@ -101,7 +96,7 @@ def _cell(value) -> str:
     return str(value)
 
 
-def to_table(records: list[dict], columns: list[str] | None = None) -> str:
+def to_table(records: list[Result], columns: list[str] | None = None) -> str:
     """A fixed-width text table (numbers right-aligned, 4 significant digits)."""
     all_columns, rows = flat_rows(records)
     columns = columns or [c for c in all_columns if c not in ("accuracy_provenance", "speed_provenance", "created_at")]

@@ -46,7 +46,7 @@ def append_log(log: str, new_lines: list[str]) -> str:
 
 class SqlJobsMixin:
     def enqueue(self, fn: str, payload: dict, title: str) -> int:
-        from engine.jobs.functions import check_job_fn
+        from engine.store.job_functions import check_job_fn
 
         check_job_fn(fn)
         if not isinstance(payload, dict):
@@ -186,7 +186,7 @@ class SqlJobsMixin:
     def mark_interrupted_stale(self, stale_after_s: float = 30.0, pid_alive: Callable[[int], bool] | None = None,
                                host: str | None = None) -> list[int]:
         if pid_alive is None:
-            from engine.jobs.procs import pid_alive
+            from engine.system import pid_alive
         host = host or socket.gethostname()
         t = rec.now()
         marked = []

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from engine.errors import StoreError
 from engine.store import records as rec
 from engine.store.base import Store
+from engine.store.entities import Result
 from engine.store.db import WRITE_OPTION, create_store_engine, safe_url
 from engine.store.schema import experiments, metrics, results, revisions
 from engine.store.sql_jobs import SqlJobsMixin
@@ -108,11 +109,12 @@ class SqlStore(SqlJobsMixin, Store):
         if metric_rows:
             conn.execute(sa.insert(metrics), metric_rows)
 
-    def save_results(self, records: Iterable[dict]) -> list[str]:
+    def save_results(self, records: Iterable[Result | dict]) -> list[str]:
         """All or nothing; a later record with the same id as an earlier one wins."""
         # Validate everything first: a bad record is refused before anything is written.
         prepared = {}
         for r in records:
+            r = r.to_dict() if isinstance(r, Result) else r
             row, metric_rows = rec.record_to_rows(r, None)
             prepared[row["id"]] = (row, metric_rows, r.get("experiment"))
         if not prepared:
@@ -129,10 +131,10 @@ class SqlStore(SqlJobsMixin, Store):
             self._bump(conn, "results")
         return list(prepared)
 
-    def save_result(self, record: dict) -> str:
+    def save_result(self, record: Result | dict) -> str:
         return self.save_results([record])[0]
 
-    def _select_records(self, conn, where) -> list[dict]:
+    def _select_records(self, conn, where) -> list[Result]:
         query = (sa.select(*_RESULT_COLS, experiments.c.name.label("experiment"))
                  .select_from(results.outerjoin(experiments)).where(*where)
                  .order_by(results.c.created_at, results.c.id))
@@ -144,9 +146,9 @@ class SqlStore(SqlJobsMixin, Store):
         by_result = defaultdict(list)
         for m in conn.execute(mquery).mappings():
             by_result[m["result_id"]].append(m)
-        return [rec.rows_to_record(r, r["experiment"], by_result[r["id"]]) for r in rows]
+        return [Result.from_dict(rec.rows_to_record(r, r["experiment"], by_result[r["id"]])) for r in rows]
 
-    def get_result(self, result_id: str) -> dict | None:
+    def get_result(self, result_id: str) -> Result | None:
         with self._tx(write=False) as conn:
             found = self._select_records(conn, [results.c.id == result_id])
         return found[0] if found else None
@@ -156,7 +158,7 @@ class SqlStore(SqlJobsMixin, Store):
             return conn.execute(sa.select(results.c.id).where(results.c.id == result_id)).first() is not None
 
     def list_results(self, model=None, precision=None, sparsity=None, kv_cache=None, experiment=None,
-                     status=None, ids=None) -> list[dict]:
+                     status=None, ids=None) -> list[Result]:
         where = [col == value for col, value in (
             (results.c.model, model), (results.c.precision, precision), (results.c.sparsity, sparsity),
             (results.c.kv_cache, kv_cache), (experiments.c.name, experiment), (results.c.status, status),

@@ -32,17 +32,20 @@ def test_form_queues_the_sweep_it_shows(app_home):
     _run(at)
     jobs = app_home.list_jobs()
     assert len(jobs) == 1 and jobs[0]["fn"] == SWEEP_FN and jobs[0]["status"] == "queued"
-    assert jobs[0]["payload"] == {
+    assert jobs[0]["payload"] == {"spec": {
+        "schema": 1,
+        "kind": "causal_lm",
         "experiment": "my-sweep",
         "model": {"source": "bundled", "revision": None, "gguf_file": None, "trust_remote_code": False},
-        "recipes": [{"precision": p, "sparsity": "none", "kv_cache": kv} for p in ("fp8", "int4_awq")
-                    for kv in ("auto", "fp8")],
+        "recipes": [{"precision": "bf16", "sparsity": "none", "kv_cache": "auto"}]
+                   + [{"precision": p, "sparsity": "none", "kv_cache": kv} for p in ("fp8", "int4_awq")
+                      for kv in ("auto", "fp8")],
         "data": {"source": "bundled", "calib_size": 8, "calib_seq_len": 64, "eval_tokens": 1024,
                  "eval_seq_len": 512, "seed": 1234},
         "workload": {"input_len": 32, "output_len": 16, "batch_sizes": [1, 4]},
-        "benchmark": True,
-        "backend": "pytorch",
-    }
+        "runtime": "torch",
+        "device": "auto",
+    }}
     assert any("Queued job" in s.value for s in at.success)
     assert at.text_input(key="exp_name").value != "my-sweep"  # the next sweep gets a fresh name
 
@@ -51,9 +54,9 @@ def test_accuracy_only_sweep_has_no_workload(app_home):
     at = open_page("experiment")
     at.checkbox(key="measure_speed").uncheck().run()
     _run(at)
-    payload = app_home.list_jobs()[0]["payload"]
-    assert payload["workload"] is None and payload["benchmark"] is False
-    assert [r["precision"] for r in payload["recipes"]] == ["fp8", "int8_sq"]
+    payload = app_home.list_jobs()[0]["payload"]["spec"]
+    assert payload["workload"] is None
+    assert [r["precision"] for r in payload["recipes"]] == ["bf16", "fp8", "int8_sq"]
 
 
 def test_sparsity_multiplies_the_grid(app_home):
@@ -64,7 +67,7 @@ def test_sparsity_multiplies_the_grid(app_home):
     at.checkbox(key="prec_int4_awq").uncheck()
     at.multiselect(key="sparsities").set_value(["none", "magnitude"]).run()
     _run(at)
-    recipes = app_home.list_jobs()[0]["payload"]["recipes"]
+    recipes = app_home.list_jobs()[0]["payload"]["spec"]["recipes"][1:]  # after the baseline
     assert {(r["precision"], r["sparsity"]) for r in recipes} == {
         ("fp8", "none"), ("fp8", "magnitude"), ("int8_sq", "none"), ("int8_sq", "magnitude")}
 
@@ -116,12 +119,12 @@ def test_demo_button_queues_the_small_demo_sweep(app_home):
     assert not at.exception
     jobs = app_home.list_jobs()
     assert len(jobs) == 1 and jobs[0]["title"].startswith("Demo sweep")
-    payload = jobs[0]["payload"]
+    payload = jobs[0]["payload"]["spec"]
     assert payload["model"]["source"] == "bundled"
-    assert [r["precision"] for r in payload["recipes"]] == ["fp8", "int8_sq"]
+    assert [r["precision"] for r in payload["recipes"]] == ["bf16", "fp8", "int8_sq"]
     assert payload["data"] == {"source": "bundled", "calib_size": 16, "calib_seq_len": 256, "eval_tokens": 1024,
                                "eval_seq_len": 256, "seed": 1234}
-    assert payload["benchmark"] is True and payload["workload"]["batch_sizes"] == [1]
+    assert payload["workload"]["batch_sizes"] == [1]
 
 
 def test_demo_leaves_out_what_this_device_cannot_calibrate():
@@ -130,4 +133,4 @@ def test_demo_leaves_out_what_this_device_cannot_calibrate():
 
     choices = [PrecisionChoice("fp8", "FP8", False, "needs a GPU"), PrecisionChoice("int8_sq", "INT8", True, "")]
     ((payload, title),) = demo_jobs(choices, "demo-x")
-    assert [r["precision"] for r in payload["recipes"]] == ["int8_sq"] and title.startswith("Demo sweep")
+    assert [r["precision"] for r in payload["spec"]["recipes"]] == ["bf16", "int8_sq"] and title.startswith("Demo sweep")

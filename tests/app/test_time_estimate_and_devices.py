@@ -37,13 +37,13 @@ def test_same_device_and_durations():
     assert format_duration(42) == "about 40 s" and format_duration(600) == "about 10 min"
 
 
-# A GPU cannot be probed here; this is nvidia-smi's real answer on an A10G (as in test_trtllm_base_interface).
+# A GPU cannot be probed here; this is nvidia-smi's real answer on an A10G (as in test_system).
 A10G = "NVIDIA A10G, 23028, 535.104.05, 8.6, [N/A], [N/A], 1710"
 
 
 def _probe_one_a10g(index):
     from engine.registry import generation_of
-    from engine.runtimes.base import parse_nvidia_smi_csv
+    from engine.system import parse_nvidia_smi_csv
 
     if index > 0:
         return None

@@ -13,8 +13,8 @@ mtq = pytest.importorskip("modelopt.torch.quantization")
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (CUDA)")
 
-from engine.runtimes.torch_deploy import deploy  # noqa: E402
-from engine.runtimes.torch_runtime import TorchRuntime  # noqa: E402
+from engine.runtimes.torch.deploy import deploy  # noqa: E402
+from engine.runtimes.torch.runtime import TorchRuntime  # noqa: E402
 from engine.spec import Recipe, Workload  # noqa: E402
 from tests.helpers_quant import VOCAB, calibrate, tiny_llama  # noqa: E402
 

@@ -59,8 +59,8 @@ def test_int8_bundled_deploys_exactly_and_measures(bundled):
     """Layer by layer, the fbgemm layers give the calibrated layers' outputs (differences come only
     from activations lying within float rounding of a .5 tie: fbgemm adds its zero point before
     rounding). End to end, such flips compound over 30 layers, so logits agree less tightly."""
-    from engine.runtimes.torch_deploy import deploy
-    from engine.runtimes.torch_runtime import TorchRuntime
+    from engine.runtimes.torch.deploy import deploy
+    from engine.runtimes.torch.runtime import TorchRuntime
     from engine.spec import Recipe, Workload
 
     model = _calibrated(bundled, "int8_sq", 2)
@@ -80,7 +80,7 @@ def test_int8_bundled_deploys_exactly_and_measures(bundled):
     assert (got.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.85
     assert (got - ref).abs().max() <= 0.1 * ref.abs().max()
 
-    ms = TorchRuntime(device="cpu", warmup=1, repeats=2).benchmark(
+    ms = TorchRuntime(device="cpu", warmup=1, repeats=2).measure(
         deployed, Recipe("int8_sq"), Workload(input_len=32, output_len=8, batch_sizes=(1,)))
     m = ms[0]
     assert m.metrics["decode_tokens_per_sec"] > 0 and m.provenance["kind"] == "measured"
@@ -93,8 +93,8 @@ def test_int8_bundled_deploys_exactly_and_measures(bundled):
 
 
 def test_int4_bundled_uses_group_64_for_hidden_576(bundled):
-    from engine.runtimes import torch_kernels as kernels
-    from engine.runtimes.torch_deploy import deploy
+    from engine.runtimes.torch import kernels as kernels
+    from engine.runtimes.torch.deploy import deploy
 
     model = _calibrated(bundled, "int4_awq", 1)
     deployed = deploy(model, "int4_awq", "cpu")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import TlabError
-from engine.jobs.procs import pid_alive
+from engine.system import pid_alive
 from engine.jobs.worker import run_worker, start_worker_process, worker_running
 from engine.store import open_store
 from engine.store.base import LOG_MAX_LINES
@@ -87,7 +87,7 @@ def test_job_runs_with_progress_log_and_results(store):
     assert "working on step 1" in job["log"] and "all steps done" in job["log"]
     assert job["finished_at"] >= job["started_at"] >= job["created_at"]
     assert store.get_job(saver)["result_ids"] == ["abc123"]
-    assert store.get_result("abc123")["metrics"] == {"perplexity": 10.0}
+    assert store.get_result("abc123").metrics == {"perplexity": 10.0}
 
 
 def test_crashing_jobs_fail_in_plain_words_and_others_finish(store):

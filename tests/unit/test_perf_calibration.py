@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.store.entities import Result
 from engine.perf import calibrate
 from engine.perf.estimate import Query, estimate
 from engine.perf.params import prior_params
@@ -84,14 +85,16 @@ def _record(device="cuda: NVIDIA H100 80GB HBM3", backend="tensorrt_llm", tput=1
     m = {"backend": backend, "precision": "fp8", "sparsity": "none", "batch_size": 8, "input_len": 512,
          "output_len": 128, "metrics": {"output_tokens_per_sec": tput}, "spread": {}, "repeats": 3,
          "provenance": {"kind": "measured", "device": {"kind": "cuda", "name": device.removeprefix("cuda: ")}}}
-    return {"id": "r1", "model": "meta-llama/Llama-3.1-8B", "precision": "fp8", "sparsity": "none",
-            "device": device, "spec": {}, "metrics": {"output_tokens_per_sec_bs8": tput},
-            "provenance": {"speed": {"kind": "measured", "backend": backend, "measurements": [m]}}}
+    return Result.from_dict({"id": "r1", "model": "meta-llama/Llama-3.1-8B", "precision": "fp8", "sparsity": "none",
+                             "device": device, "spec": {}, "metrics": {"output_tokens_per_sec_bs8": tput},
+                             "provenance": {"speed": {"kind": "measured", "backend": backend,
+                                                      "measurements": [m]}}})
 
 
 def test_store_records_become_points_and_others_are_skipped():
     pts = calibrate.records_to_points([_record(), _record(device="cpu: x86 (2 cores)"),
-                                       _record(backend="pytorch"), {"provenance": {"speed": {"kind": "estimated"}}}])
+                                       _record(backend="pytorch"),
+                                       Result("r2", "m", "fp8", provenance={"speed": {"kind": "estimated"}})])
     assert len(pts) == 1
     r = pts.iloc[0]
     assert (r.gpu_id, r.batch, r.isl, r.osl, r.output_tokens_per_sec, r.provenance) == \

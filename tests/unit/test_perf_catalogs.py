@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import ModelLoadError, UnknownNameError
 from engine.perf import arch, catalog
-from engine.perf.paths import asset
+from engine.paths import asset
 
 GPU_IDS = ["h100-sxm", "h100-pcie", "h200", "gh200", "a100-sxm-80gb", "a100-pcie-80gb", "l40s", "l4", "a10g",
            "rtx-4090", "rtx-6000-ada", "rtx-pro-6000-blackwell", "b200", "gb200"]

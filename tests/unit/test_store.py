@@ -78,11 +78,11 @@ def test_round_trip(store, home):
     got = store.get_result(record["id"])
     for key in ("id", "experiment", "model", "precision", "sparsity", "kv_cache", "spec", "metrics",
                 "units", "provenance", "timings", "device", "versions", "created_at"):
-        assert got[key] == record[key], key
-    assert got["status"] == "done"
+        assert getattr(got, key) == record[key], key
+    assert got.status == "done"
     assert store.has_result(record["id"]) and not store.has_result("nope")
     assert store.get_result("nope") is None
-    assert ExperimentSpec.from_dict(got["spec"]).id == record["id"]
+    assert ExperimentSpec.from_dict(got.spec).id == record["id"]
     assert [e["name"] for e in store.list_experiments()] == ["sweep-1"]
 
 
@@ -99,7 +99,7 @@ def test_upsert_replaces_metrics(store):
     store.save_result(record)
     store.save_result({**record, "metrics": {"perplexity": 13.0}, "units": {}})
     got = store.get_result(record["id"])
-    assert got["metrics"] == {"perplexity": 13.0}
+    assert got.metrics == {"perplexity": 13.0}
     assert len(store.list_results()) == 1
     assert list(store.results_frame()["perplexity"]) == [13.0]
 
@@ -119,7 +119,7 @@ def test_failure_mid_save_leaves_nothing(store, monkeypatch):
         store.save_result({**old, "metrics": {"perplexity": 99.0}})
     monkeypatch.undo()
     assert not store.has_result(new["id"])
-    assert store.get_result(old["id"])["metrics"] == {"perplexity": 12.5}
+    assert store.get_result(old["id"]).metrics == {"perplexity": 12.5}
     # A batch with one bad record writes nothing.
     with pytest.raises(StoreError, match="must be a number"):
         store.save_results([new, make_record(precision="int8_sq", perplexity="high")])
@@ -142,11 +142,11 @@ def test_bad_records_are_refused(store, bad, message):
 def test_list_results_filters_and_delete(store):
     a, b, c = make_record("int4_awq"), make_record("fp8"), make_record("fp8", "magnitude", experiment="other")
     store.save_results([a, b, c])
-    assert {r["id"] for r in store.list_results(precision="fp8")} == {b["id"], c["id"]}
-    assert [r["id"] for r in store.list_results(experiment="other")] == [c["id"]]
-    assert [r["id"] for r in store.list_results(ids=[a["id"]])] == [a["id"]]
+    assert {r.id for r in store.list_results(precision="fp8")} == {b["id"], c["id"]}
+    assert [r.id for r in store.list_results(experiment="other")] == [c["id"]]
+    assert [r.id for r in store.list_results(ids=[a["id"]])] == [a["id"]]
     assert store.delete_result(b["id"]) and not store.delete_result(b["id"])
-    assert {r["id"] for r in store.list_results()} == {a["id"], c["id"]}
+    assert {r.id for r in store.list_results()} == {a["id"], c["id"]}
 
 
 def test_change_token(store):
@@ -189,7 +189,7 @@ def test_empty_frame_has_columns(store):
 def test_nan_metric_round_trips(store):
     record = make_record(perplexity=float("nan"), speedup=2.0)
     store.save_result(record)
-    assert math.isnan(store.get_result(record["id"])["metrics"]["perplexity"])
+    assert math.isnan(store.get_result(record["id"]).metrics["perplexity"])
     json.loads(to_json(store.list_results()))  # NaN becomes null: still valid JSON
 
 
@@ -213,7 +213,7 @@ def test_export_json_csv_table(store):
     table = to_table(records)
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["id", "experiment", "model"] and len(lines) == 4
-    assert all(r["id"] in table for r in records) and "12.5" in table
+    assert all(r.id in table for r in records) and "12.5" in table
 
 
 def test_corrupt_store_file_is_refused_and_untouched(home):

@@ -11,12 +11,12 @@ torch = pytest.importorskip("torch")
 mtq = pytest.importorskip("modelopt.torch.quantization")
 
 from engine.errors import UnsupportedOnDevice
-from engine.runtimes import torch_kernels as kernels
-from engine.runtimes import torch_weights as tw
+from engine.runtimes.torch import kernels as kernels
+from engine.runtimes.torch import weights as tw
 from engine.runtimes.base import Measurement
-from engine.runtimes.torch_deploy import deploy
-from engine.runtimes.torch_fuse import FusedLinear, SiblingSlice
-from engine.runtimes.torch_runtime import TorchRuntime, cpu_availability, cuda_availability
+from engine.runtimes.torch.deploy import deploy
+from engine.runtimes.torch.fuse import FusedLinear, SiblingSlice
+from engine.runtimes.torch.runtime import TorchRuntime, cpu_availability, cuda_availability
 from engine.spec import Recipe, Workload
 from tests.helpers_quant import VOCAB, calibrate, tiny_llama
 
@@ -167,7 +167,7 @@ def test_baseline_deploy_is_plain_fp32_copy(tiny, prompt):
 def test_int8_siblings_fuse_to_the_same_outputs(int8_model):
     """modelopt's SmoothQuant gives q/k/v (and gate/up) one smoothing and activation scale, so one
     fused fbgemm call gives each sibling's output exactly."""
-    from engine.runtimes.torch_deploy import _kernel_layer
+    from engine.runtimes.torch import handlers
 
     deployed = deploy(int8_model, "int8_sq", "cpu")
     attn = int8_model.model.layers[0].self_attn
@@ -177,7 +177,8 @@ def test_int8_siblings_fuse_to_the_same_outputs(int8_model):
     with torch.inference_mode():
         parts = [fused.parts(x)[i] for i in range(3)]  # as q_proj, k_proj and v_proj ask for them
         for part, name in zip(parts, ("q_proj", "k_proj", "v_proj")):
-            alone = _kernel_layer(getattr(attn, name), name, "int8_sq", torch.device("cpu"), "static")
+            alone = handlers.handler("int8_sq").build(getattr(attn, name), name, torch.device("cpu"),
+                                                      handlers.DeployOptions("static"))
             assert torch.equal(part, alone(x)), name
         # q_proj's call serves k_proj and v_proj on the same input, then the fused layer lets go of it
         assert fused._x is None and fused._parts == ()
@@ -194,7 +195,7 @@ def test_int4_siblings_stay_apart(int4_model):
 
 @pytest.mark.parametrize("precision", ["bf16", "int8_sq", "int4_awq"])
 def test_lean_loop_generates_transformers_tokens(precision, tiny, int8_model, int4_model):
-    from engine.runtimes.torch_bench import prompt_ids, timed_generation
+    from engine.runtimes.torch.bench import prompt_ids, timed_generation
 
     source = {"bf16": tiny, "int8_sq": int8_model, "int4_awq": int4_model}[precision]
     deployed = deploy(source, precision, "cpu")
@@ -209,7 +210,7 @@ def test_lean_loop_generates_transformers_tokens(precision, tiny, int8_model, in
 def test_lean_loop_refused_where_it_would_differ(tiny):
     """A model whose MLP activation is not the SiLU its config names: the check catches the difference
     and the model is timed with transformers' forward, with the reason recorded."""
-    from engine.runtimes.torch_deploy import choose_decode_loop
+    from engine.runtimes.torch.deploy import choose_decode_loop
 
     odd = deploy(tiny, "bf16", "cpu")
     for layer in odd.model.layers:
@@ -219,14 +220,14 @@ def test_lean_loop_refused_where_it_would_differ(tiny):
     del odd.model.rotary_emb  # a model the loop cannot even run: timed with transformers, reason kept
     loop, why = choose_decode_loop(odd)
     assert loop == "transformers" and "not laid out like a Llama" in why
-    asked = TorchRuntime(device="cpu", decode_loop="transformers").deploy(tiny, "bf16")
+    asked = TorchRuntime(device="cpu", decode_loop="transformers").deploy(tiny, Recipe("bf16"))
     assert asked.decode_loop == "transformers"
 
 
 def test_lean_loop_not_used_for_other_architectures():
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from engine.runtimes.torch_bench import prompt_ids, timed_generation
+    from engine.runtimes.torch.bench import prompt_ids, timed_generation
 
     torch.manual_seed(0)
     cfg = Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
@@ -293,7 +294,7 @@ def test_runtime_on_missing_cuda_explains():
 
 def test_benchmark_returns_one_measurement_per_batch(int8_model):
     rt = TorchRuntime(device="cpu", warmup=1, repeats=2)
-    ms = rt.benchmark(int8_model, Recipe("int8_sq"), Workload(input_len=16, output_len=4, batch_sizes=(1, 2)))
+    ms = rt.measure(int8_model, Recipe("int8_sq"), Workload(input_len=16, output_len=4, batch_sizes=(1, 2)))
     assert [m.batch_size for m in ms] == [1, 2]
     for m in ms:
         assert isinstance(m, Measurement) and m.backend == "torch" and m.precision == "int8_sq"
@@ -315,12 +316,12 @@ def test_benchmark_returns_one_measurement_per_batch(int8_model):
 
 def test_benchmark_refuses_unmeasurable_recipe(int8_model):
     with pytest.raises(UnsupportedOnDevice, match="estimate"):
-        TorchRuntime(device="cpu").benchmark(int8_model, Recipe("fp8"), Workload(8, 2, (1,)))
+        TorchRuntime(device="cpu").measure(int8_model, Recipe("fp8"), Workload(8, 2, (1,)))
 
 
 def test_generation_has_fixed_length_despite_eos(tiny):
     """No early stop: even when every generated token is the EOS token, all output_len are produced."""
-    from engine.runtimes.torch_bench import prompt_ids, timed_generation
+    from engine.runtimes.torch.bench import prompt_ids, timed_generation
 
     model = deploy(tiny, "bf16", "cpu")
     ids = prompt_ids(VOCAB, 1, 8, 0, "cpu")

@@ -7,12 +7,12 @@ import sys
 import pytest
 
 from engine.errors import UnknownNameError
-from engine.runtimes import RUNTIMES, available_runtimes, get_runtime
+from engine.registry import BACKENDS
+from engine.runtimes import available_runtimes, get_runtime
 from engine.runtimes.base import (
     Availability,
     Measurement,
     Runtime,
-    parse_nvidia_smi_csv,
     relative_spread,
     speedup,
     summarize_runs,
@@ -62,13 +62,8 @@ def test_measurement_round_trips_through_dict():
     assert Measurement.from_dict(m.to_dict()) == m
 
 
-def test_parse_nvidia_smi_csv_handles_unreadable_fields():
-    d = parse_nvidia_smi_csv("NVIDIA A10G, 23028, 535.104.05, 8.6, [N/A], [N/A], 1710")
-    assert d["compute_capability"] == [8, 6] and d["sm_clock_mhz"] is None and d["max_sm_clock_mhz"] == 1710
-
-
 def test_registry_names_and_did_you_mean():
-    assert set(RUNTIMES) >= {"torch", "tensorrt_llm"}
+    assert set(BACKENDS) >= {"torch", "tensorrt_llm"}
     assert isinstance(get_runtime("tensorrt_llm"), Runtime)
     with pytest.raises(UnknownNameError, match="tensorrt_llm"):
         get_runtime("tensorrt-llm")

@@ -107,7 +107,7 @@ def test_export_recipe_mismatch_is_refused(exports):
 def test_benchmark_fp8_with_stand_in(exports, stand_in, tmp_path):
     rt = TensorRTLLMRuntime(BenchSettings(repeats=2))
     seen = []
-    ms = rt.benchmark(exports["fp8"], Recipe(precision="fp8"), DOCS_WORKLOAD, lambda f, msg: seen.append(f),
+    ms = rt.measure(exports["fp8"], Recipe(precision="fp8"), DOCS_WORKLOAD, lambda f, msg: seen.append(f),
                       model_name="HuggingFaceTB/SmolLM2-135M", work_dir=tmp_path / "w")
     assert seen == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert [m.batch_size for m in ms] == [1, 4]
@@ -137,7 +137,7 @@ def test_benchmark_fp8_with_stand_in(exports, stand_in, tmp_path):
 def test_benchmark_refuses_a_run_that_stopped_early(exports, stand_in, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_TRTLLM_SCENARIO", "report:issue_6294_h100_fp8_128_128")
     with pytest.raises(ReportFormatError, match="28.0 output tokens"):
-        TensorRTLLMRuntime(BenchSettings(repeats=1)).benchmark(
+        TensorRTLLMRuntime(BenchSettings(repeats=1)).measure(
             exports["fp8"], Recipe(precision="fp8"), Workload(128, 128, (8,)), work_dir=tmp_path / "w")
 
 
@@ -146,7 +146,7 @@ def test_benchmark_refuses_when_trtllm_ignored_the_quantization(exports, stand_i
     monkeypatch.setenv("FAKE_TRTLLM_SCENARIO", "report:issue_6294_h100_fp8_128_128")
     monkeypatch.setenv("FAKE_TRTLLM_KEEP_QUANT", "1")
     with pytest.raises(TrtllmRunError, match="ran the model as FP8, not unquantized"):
-        TensorRTLLMRuntime(BenchSettings(repeats=1)).benchmark(
+        TensorRTLLMRuntime(BenchSettings(repeats=1)).measure(
             exports["bf16"], Recipe(precision="bf16"), Workload(128, 128, (8,)), work_dir=tmp_path / "w")
 
 
@@ -158,14 +158,14 @@ def test_benchmark_refuses_when_trtllm_ignored_the_quantization(exports, stand_i
 def test_benchmark_failures(exports, stand_in, monkeypatch, tmp_path, scenario, error, words):
     monkeypatch.setenv("FAKE_TRTLLM_SCENARIO", scenario)
     with pytest.raises(error, match=words):
-        TensorRTLLMRuntime(BenchSettings(repeats=1)).benchmark(
+        TensorRTLLMRuntime(BenchSettings(repeats=1)).measure(
             exports["fp8"], Recipe(precision="fp8"), DOCS_WORKLOAD, work_dir=tmp_path / "w")
     assert list((tmp_path / "w").glob("trtllm_bench_b1_r0.log"))  # the full output is kept
 
 
 def test_engine_flow_builds_then_benchmarks(exports, stand_in, tmp_path):
     rt = TensorRTLLMRuntime(BenchSettings(repeats=1))
-    ms = rt.benchmark(exports["int8_sq"], Recipe(precision="int8_sq"), Workload(2048, 128, (4,)),
+    ms = rt.measure(exports["int8_sq"], Recipe(precision="int8_sq"), Workload(2048, 128, (4,)),
                       work_dir=tmp_path / "w")
     # the docs sample report says nothing of INT8; the stand-in reads the built engine's config
     assert ms[0].provenance["trtllm"]["flow"] == "engine"
@@ -180,7 +180,7 @@ def test_engine_flow_builds_then_benchmarks(exports, stand_in, tmp_path):
 def test_engine_flow_reports_unsupported_build(exports, stand_in, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_TRTLLM_BUILD_SCENARIO", "fail:unsupported_fp8_build_issue_1428:1")
     with pytest.raises(UnsupportedOnDevice, match="require hardware with FP8 support"):
-        TensorRTLLMRuntime(BenchSettings(repeats=1)).benchmark(
+        TensorRTLLMRuntime(BenchSettings(repeats=1)).measure(
             exports["int8_sq"], Recipe(precision="int8_sq"), Workload(2048, 128, (4,)), work_dir=tmp_path / "w")
 
 
@@ -206,12 +206,12 @@ def test_unavailable_backend_refuses_to_benchmark(monkeypatch, tmp_path):
     monkeypatch.delenv("TLAB_TRTLLM_BENCH", raising=False)
     monkeypatch.setattr(avail, "tensorrt_llm_installed", lambda: False)
     with pytest.raises(UnsupportedOnDevice, match="not installed"):
-        TensorRTLLMRuntime().benchmark(tmp_path, Recipe(), Workload(), work_dir=tmp_path / "w")
+        TensorRTLLMRuntime().measure(tmp_path, Recipe(), Workload(), work_dir=tmp_path / "w")
 
 
 def test_speedup_between_two_stand_in_runs_uses_the_shared_rule(exports, stand_in, tmp_path):
     rt = TensorRTLLMRuntime(BenchSettings(repeats=2))
-    base = rt.benchmark(exports["bf16"], Recipe(), Workload(2048, 128, (4,)), work_dir=tmp_path / "a")[0]
-    cand = rt.benchmark(exports["fp8"], Recipe(precision="fp8"), Workload(2048, 128, (4,)), work_dir=tmp_path / "b")[0]
+    base = rt.measure(exports["bf16"], Recipe(), Workload(2048, 128, (4,)), work_dir=tmp_path / "a")[0]
+    cand = rt.measure(exports["fp8"], Recipe(precision="fp8"), Workload(2048, 128, (4,)), work_dir=tmp_path / "b")[0]
     # same replayed numbers on both sides: ratio exactly 1, and it is allowed (same device, workload)
     assert speedup(base, cand) == (pytest.approx(1.0), None)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 from collections.abc import Callable
 from typing import Any
 
-from engine import registry
-from engine.runtimes import base
+from engine import registry, system
 from engine.runtimes.base import Availability
 from engine.runtimes.tensorrt_llm import commands
 from engine.runtimes.tensorrt_llm.export import flow_for
@@ -22,22 +20,12 @@ LEGACY_HINT = ("a TensorRT-LLM release that still ships trtllm-build and the 'te
                "e.g. pip install 'tensorrt_llm>=1.0,<1.3'")
 
 
-def package_version(dist: str = "tensorrt_llm") -> str | None:
-    """Installed version of a distribution without importing it (None when absent)."""
-    for name in (dist, dist.replace("_", "-")):
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def tensorrt_llm_installed() -> bool:
     return importlib.util.find_spec("tensorrt_llm") is not None
 
 
 def probe_gpu() -> dict[str, Any] | None:
-    return base.probe_nvidia_gpu(0)
+    return system.probe_nvidia_gpu(0)
 
 
 def check(precision: str = "bf16", sparsity: str = "none",
@@ -63,7 +51,7 @@ def check(precision: str = "bf16", sparsity: str = "none",
     if flow_for(precision, sparsity) == "engine" and commands.build_executable() is None:
         what = registry.precision(precision).label if sparsity == "none" else \
             f"{prec.label} with {registry.sparsity(sparsity).label} sparsity"
-        installed = package_version() or "not installed"
+        installed = system.package_version("tensorrt_llm") or "not installed"
         return Availability(False, f"{what} needs a TensorRT engine built by trtllm-build, which this "
                                    f"TensorRT-LLM ({installed}) does not have; it needs {LEGACY_HINT}.")
     return Availability(True, "")

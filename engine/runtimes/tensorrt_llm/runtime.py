@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from engine import registry
+from engine.system import device_summary, versions
 from engine.errors import ModelLoadError, UnsupportedOnDevice
 from engine.runtimes.base import (
     Availability,
+    Capabilities,
     Measurement,
     Progress,
-    device_summary,
+    Runtime,
     summarize_runs,
 )
 from engine.runtimes.tensorrt_llm import availability as avail
@@ -26,20 +28,22 @@ RUN_TIMEOUT_S = 3 * 3600  # one trtllm-bench run; large models take minutes just
 
 
 def _versions(report_version: str | None) -> dict[str, str]:
-    out = {"tensorrt_llm": report_version or avail.package_version() or "unknown"}
-    for dist, key in (("nvidia-modelopt", "modelopt"), ("torch", "torch")):
-        v = avail.package_version(dist)
-        if v:
-            out[key] = v
+    """engine.system's versions, with the TensorRT-LLM version its own report gives first."""
+    found = versions("tensorrt_llm", "nvidia-modelopt", "torch")
+    out = {"tensorrt_llm": report_version or found.get("tensorrt_llm") or "unknown"}
+    out.update({key: found[dist] for dist, key in (("nvidia-modelopt", "modelopt"), ("torch", "torch")) if dist in found})
     return out
 
 
-class TensorRTLLMRuntime:
+class TensorRTLLMRuntime(Runtime):
     name = "tensorrt_llm"
     label = "TensorRT-LLM"
+    # trtllm-bench runs one recipe at a time in its own process, on GPU 0
+    capabilities = Capabilities(device_kinds=("cuda",), interleaved=False, in_process=False)
 
-    def __init__(self, settings: commands.BenchSettings | None = None):
+    def __init__(self, settings: commands.BenchSettings | None = None, device: str = "auto"):
         self.settings = settings or commands.BenchSettings()
+        self.device_request = device
         self._gpu: dict[str, Any] | None = None
         self._probed = False
 
@@ -50,7 +54,15 @@ class TensorRTLLMRuntime:
         return self._gpu
 
     def availability(self, precision: str = "bf16", sparsity: str = "none") -> Availability:
+        if self.device_request == "cpu":
+            return Availability(False, "TensorRT-LLM runs on NVIDIA GPUs only; this sweep runs on the CPU. "
+                                       "Choose the PyTorch runtime, or device auto/cuda on a GPU machine.")
         return avail.check(precision, sparsity, probe=self.gpu)
+
+    def deploy(self, calibrated: Any, recipe: Any) -> Any:
+        """The calibrated model itself: `measure` exports it (modelopt's checkpoint, and an engine for
+        the legacy flow) into its work folder, as TensorRT-LLM loads it from disk."""
+        return calibrated
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -101,8 +113,8 @@ class TensorRTLLMRuntime:
 
     # --- the interface -------------------------------------------------------------------
 
-    def benchmark(self, model: Any, recipe: Any, workload: Any, progress: Progress | None = None, *,
-                  model_name: str | None = None, work_dir: str | Path | None = None) -> list[Measurement]:
+    def measure(self, model: Any, recipe: Any, workload: Any, progress: Progress | None = None, *,
+                model_name: str | None = None, work_dir: str | Path | None = None) -> list[Measurement]:
         """`model`: an export folder written by `export.export_for_trtllm`, or a calibrated HF model
         given as (model, tokenizer) / an object with .model and .tokenizer, exported here first.
         `model_name`: what trtllm-bench reports as the model (HF id or folder; made a name)."""

@@ -15,6 +15,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.runtimes.torch.hf_forward import cache_kwarg, forward
+
+LEAN = "lean"  # the value of a deployed model's `decode_loop` when this module's loop runs it
+
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 # Largest logit difference, relative to the largest logit, that still counts as equal: float32
 # differs only in summation order; bf16/fp16 round every intermediate.
@@ -129,7 +133,6 @@ def check_against_transformers(model, prompt_len: int = 12, steps: int = 3, seed
     seeded random prompt, else what differed."""
     from transformers import DynamicCache
 
-    from engine.runtimes.torch_bench import _cache_kwarg, _forward
 
     why = unsupported_reason(model)
     if why:
@@ -138,10 +141,10 @@ def check_against_transformers(model, prompt_len: int = 12, steps: int = 3, seed
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, model.config.vocab_size, (2, prompt_len), generator=gen).to(device)
     lean = LeanDecoder(model, 2, prompt_len + steps)
-    cache, cache_kw = DynamicCache(config=model.config), _cache_kwarg(model)
+    cache, cache_kw = DynamicCache(config=model.config), cache_kwarg(model)
     tok = ids
     for step in range(steps + 1):
-        want = _forward(model, tok, cache, cache_kw).logits[:, -1].float()
+        want = forward(model, tok, cache, cache_kw).logits[:, -1].float()
         got = lean.logits(tok).float()
         scale = want.abs().max().clamp_min(1e-6)
         diff, tol = float((got - want).abs().max() / scale), CHECK_TOLERANCE.get(lean.k_cache.dtype, 3e-2)

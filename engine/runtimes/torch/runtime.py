@@ -7,7 +7,7 @@ no fast CPU kernels: they are reported as not measurable here, never timed as si
 (fake-quantized) modules.
 CUDA: BF16/FP16 baseline, FP8 (torch._scaled_mm, sm89+) and INT4 AWQ (tinygemm, sm80+).
 
-`TorchRuntime().benchmark(model, recipe, workload)` takes the calibrated model (an nn.Module or
+`TorchRuntime().measure(model, recipe, workload)` takes the calibrated model (an nn.Module or
 a loaded-model handle with `.model`), deploys it, and returns one Measurement per batch size.
 """
 
@@ -18,9 +18,10 @@ from typing import Any
 
 from engine import registry
 from engine.errors import UnsupportedOnDevice
-from engine.runtimes.base import (DEFAULT_MAX_SPREAD, Availability, Measurement, Progress, runs_until_steady,
-                                  steady_or_one_thread, summarize_runs)
+from engine.runtimes.base import (DEFAULT_MAX_SPREAD, Availability, Capabilities, Measurement, Progress, Runtime,
+                                  runs_until_steady, steady_or_one_thread, summarize_runs)
 
+# Why a precision has no kernels here, in more words than the registry's device list gives.
 NOT_ON_CPU = {
     "fp8": "no fast FP8 kernels on CPU",
     "w4a8_awq": "no fast W4A8 (INT4 weights x FP8 activations) kernels on CPU",
@@ -31,7 +32,6 @@ NOT_ON_CUDA = {
     "w4a8_awq": "PyTorch has no W4A8 kernel; TensorRT-LLM runs W4A8 AWQ",
     "nvfp4": "the PyTorch runtime has no NVFP4 kernels; TensorRT-LLM runs NVFP4 on Blackwell",
 }
-MIN_CUDA_CC = {"bf16": (8, 0), "fp16": (7, 0), "fp8": (8, 9), "int4_awq": (8, 0)}
 ESTIMATE_HINT = "; see the estimate for this recipe instead."
 
 
@@ -49,61 +49,71 @@ def _resolve_device(device: str) -> str:
 def _versions() -> dict[str, str]:
     import torch
 
-    out = {"torch": torch.__version__}
-    from importlib.metadata import PackageNotFoundError, version
+    from engine.system import versions
 
-    for dist, key in (("transformers", "transformers"), ("nvidia-modelopt", "modelopt")):
-        try:
-            out[key] = version(dist)
-        except PackageNotFoundError:  # an odd install; torch's version is the one that matters
-            continue
-    return out
+    found = versions("transformers", "nvidia-modelopt")  # an odd install may lack one; torch's matters
+    return {"torch": torch.__version__, **{("modelopt" if k == "nvidia-modelopt" else k): v for k, v in found.items()}}
+
+
+SPARSE_REASON = {
+    "cpu": "The PyTorch runtime has no 2:4 sparse kernels on CPU: a pruned model would run at dense speed",
+    "cuda": "The PyTorch runtime does not deploy 2:4 sparse kernels; TensorRT-LLM does on Ampere and newer",
+}
+NOT_HERE = {"cpu": ("Not measurable on this device", NOT_ON_CPU),
+            "cuda": ("Not measured by the PyTorch runtime", NOT_ON_CUDA)}
+
+
+def _kernels_for(precision: str, sparsity: str, kind: str):
+    """(the precision's entry, a refusal when this backend has no kernels for it on `kind`, else None)."""
+    prec = registry.precision(precision)
+    registry.sparsity(sparsity)
+    if sparsity != "none":
+        return prec, Availability(False, SPARSE_REASON[kind] + ESTIMATE_HINT)
+    if not prec.runs_on("torch", kind):
+        prefix, reasons = NOT_HERE[kind]
+        why = reasons.get(prec.name, f"the PyTorch runtime has no {prec.label} kernels on {kind.upper()}")
+        return prec, Availability(False, f"{prefix}: {why}" + ESTIMATE_HINT)
+    return prec, None
 
 
 def cpu_availability(precision: str, sparsity: str = "none") -> Availability:
-    import torch
-
-    prec = registry.precision(precision)
-    registry.sparsity(sparsity)
-    if sparsity != "none":
-        return Availability(False, "The PyTorch runtime has no 2:4 sparse kernels on CPU: a pruned model "
-                                   "would run at dense speed" + ESTIMATE_HINT)
-    if prec.name in NOT_ON_CPU:
-        return Availability(False, f"Not measurable on this device: {NOT_ON_CPU[prec.name]}" + ESTIMATE_HINT)
-    if prec.name == "int8_sq":
-        if "fbgemm" not in torch.backends.quantized.supported_engines:
-            return Availability(False, "This PyTorch build has no fbgemm INT8 kernels" + ESTIMATE_HINT)
-        from engine.runtimes.torch_kernels import int8_probe_exact
-
-        why = int8_probe_exact()
-        if why:
-            return Availability(False, why + " See the estimate for this recipe instead.")
-    if prec.name == "int4_awq" and not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
-        return Availability(False, f"torch {torch.__version__} has no CPU INT4 kernel "
-                                   "(_weight_int4pack_mm_for_cpu, torch 2.6+); upgrade torch" + ESTIMATE_HINT)
-    return Availability(True)
+    prec, refused = _kernels_for(precision, sparsity, "cpu")
+    return refused if refused is not None else _handler_check(prec, "cpu")
 
 
 def cuda_availability(precision: str, sparsity: str, capability: tuple[int, int], gpu_name: str) -> Availability:
-    prec = registry.precision(precision)
-    registry.sparsity(sparsity)
-    if sparsity != "none":
-        return Availability(False, "The PyTorch runtime does not deploy 2:4 sparse kernels; TensorRT-LLM "
-                                   "does on Ampere and newer" + ESTIMATE_HINT)
-    if prec.name in NOT_ON_CUDA:
-        return Availability(False, f"Not measured by the PyTorch runtime: {NOT_ON_CUDA[prec.name]}" + ESTIMATE_HINT)
-    need = MIN_CUDA_CC[prec.name]
+    prec, refused = _kernels_for(precision, sparsity, "cuda")
+    if refused is not None:  # (an Availability that is not ok is falsy)
+        return refused
+    from engine.runtimes.torch import handlers
+
+    handler = handlers.handler(prec.name)
+    need = handler.min_cuda_capability if handler else registry.GENERATIONS[prec.min_generation]
     if tuple(capability) < need:
         return Availability(False, f"{prec.label} needs compute capability {need[0]}.{need[1]}+ for its PyTorch "
                                    f"kernel; {gpu_name} is {capability[0]}.{capability[1]}" + ESTIMATE_HINT)
-    return Availability(True)
+    return _handler_check(prec, "cuda")
 
 
-class TorchRuntime:
+def _handler_check(prec, device_kind: str) -> Availability:
+    """What this machine lacks for the precision's kernel, if anything (baselines need nothing)."""
+    if prec.is_baseline:
+        return Availability(True)
+    from engine.runtimes.torch import handlers
+
+    handler = handlers.handler(prec.name)
+    if handler is None:
+        return Availability(False, f"The PyTorch runtime has no {prec.label} handler" + ESTIMATE_HINT)
+    why = handler.check(device_kind)
+    return Availability(False, why + ESTIMATE_HINT) if why else Availability(True)
+
+
+class TorchRuntime(Runtime):
     """Deploy + benchmark with PyTorch kernels. device: "auto" (CUDA when present, else CPU), "cpu", "cuda[:N]"."""
 
     name = "torch"
     label = "PyTorch"
+    capabilities = Capabilities(device_kinds=("cpu", "cuda"), interleaved=True, in_process=True)
 
     def __init__(self, device: str = "auto", warmup: int = 1, repeats: int = 5, seed: int = 0,
                  int8_activations: str = "static", max_repeats: int | None = None, decode_loop: str = "auto"):
@@ -135,19 +145,22 @@ class TorchRuntime:
         cc = torch.cuda.get_device_capability(device)
         return cuda_availability(precision, sparsity, cc, torch.cuda.get_device_name(device))
 
-    def deploy(self, model: Any, precision: str):
-        """The deployed copy of a calibrated model (see engine.runtimes.torch_deploy.deploy)."""
-        from engine.runtimes.torch_deploy import deploy
+    def deploy(self, calibrated: Any, recipe: Any):
+        """The deployed copy of a calibrated model (see engine.runtimes.torch.deploy.deploy)."""
+        from engine.runtimes.torch.deploy import deploy
+
+        precision = recipe.precision
+        model = calibrated
 
         avail = self.availability(precision)
         if not avail:
             raise UnsupportedOnDevice(avail.reason)
         return deploy(_unwrap(model), precision, self.device, self.int8_activations, self.decode_loop)
 
-    def benchmark(self, model: Any, recipe: Any, workload: Any,
-                  progress: Progress | None = None) -> list[Measurement]:
-        """`model`: the calibrated model for `recipe` (or one already returned by `deploy`)."""
-        return self.compare([(model, recipe)], workload, progress)[0]
+    def measure(self, deployed: Any, recipe: Any, workload: Any,
+                progress: Progress | None = None) -> list[Measurement]:
+        """`deployed`: what `deploy` returned for `recipe` (a calibrated model is deployed first)."""
+        return self.compare([(deployed, recipe)], workload, progress)[0]
 
     def compare(self, entries: list[tuple[Any, Any]], workload: Any,
                 progress: Progress | None = None) -> list[list[Measurement]]:
@@ -155,7 +168,7 @@ class TorchRuntime:
         machine-load drift affects all alike; one list of Measurements (per batch size) per entry."""
         import torch
 
-        progress = progress or (lambda s: None)
+        progress = _Say(progress)
         threads_before = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -167,7 +180,7 @@ class TorchRuntime:
     def _compare(self, entries, workload, progress) -> list[list[Measurement]]:
         import torch
 
-        from engine.runtimes import torch_bench
+        from engine.runtimes.torch import bench as torch_bench
 
         device = torch.device(self.device)
         nets, provs = [], []
@@ -177,8 +190,8 @@ class TorchRuntime:
                 raise UnsupportedOnDevice(avail.reason)
             net = _unwrap(model)
             if getattr(net, "deployed_precision", None) != recipe.precision:
-                progress(f"deploying {recipe.label} to {device.type} kernels")
-                net = self.deploy(net, recipe.precision)
+                progress.say(f"deploying {recipe.label} to {device.type} kernels")
+                net = self.deploy(net, recipe)
             nets.append(net)
             provs.append(self._provenance(net, recipe, device))
         vocab = nets[0].config.vocab_size
@@ -186,16 +199,18 @@ class TorchRuntime:
         out: list[list[Measurement]] = [[] for _ in entries]
         note = None  # once a batch size fell back to one thread, the rest run on one thread too
         if device.type == "cpu" and self.threads is None:
-            from engine.cpu_threads import busy_cores, choose_threads, usable_cpus
+            from engine.cpu_threads import choose_threads
+            from engine.system import busy_cores, usable_cpus
 
             # Load may have changed since the job started: count the free cores again.
             n, why = choose_threads(probe=lambda: busy_cores(sample_s=0.5))
             torch.set_num_threads(n)
             note = why if n < len(usable_cpus()) else None
-            progress(f"CPU threads: {why}")
-        for batch in workload.batch_sizes:
+            progress.say(f"CPU threads: {why}")
+        for k, batch in enumerate(workload.batch_sizes):
+            progress.at(k / len(workload.batch_sizes))
             ids = torch_bench.prompt_ids(vocab, batch, workload.input_len, self.seed, device)
-            progress(f"batch {batch}, {workload.input_len} in / {workload.output_len} out: {', '.join(names)}")
+            progress.say(f"batch {batch}, {workload.input_len} in / {workload.output_len} out: {', '.join(names)}")
 
             def measure():
                 return self._runs_until_steady(nets, names, ids, workload.output_len, progress)
@@ -203,7 +218,7 @@ class TorchRuntime:
             if device.type == "cpu" and self.threads is None:
                 runs, fell_back = steady_or_one_thread(
                     measure, torch.get_num_threads(), torch.set_num_threads,
-                    on_retry=lambda worst: progress(f"  still {worst:.0%} apart with {torch.get_num_threads()} "
+                    on_retry=lambda worst: progress.say(f"  still {worst:.0%} apart with {torch.get_num_threads()} "
                                                     "threads (other programs use these cores): measuring "
                                                     "again on 1 thread"))
                 note = fell_back or note
@@ -220,26 +235,28 @@ class TorchRuntime:
                 out[j].append(Measurement(self.name, recipe.precision, recipe.sparsity, batch,
                                           workload.input_len, workload.output_len, medians, spreads,
                                           len(runs[j]), prov))
+        progress(1.0, "speed measured")
         return out
 
     def _runs_until_steady(self, nets, names, ids, output_len, progress) -> list[list[dict[str, float]]]:
-        from engine.runtimes import torch_bench
+        from engine.runtimes.torch import bench as torch_bench
 
         def rounds(n: int, first: bool, done: int):
             return torch_bench.run_interleaved(
                 nets, ids, output_len, self.warmup if first else 0, n,
-                on_run=lambda j, i, m: progress(f"  {names[j]} run {done + i}: "
+                on_run=lambda j, i, m: progress.say(f"  {names[j]} run {done + i}: "
                                                 f"{m.get('decode_tokens_per_sec', 0):.1f} decode tok/s"))
 
         return runs_until_steady(rounds, self.repeats, self.max_repeats,
-                                 on_more=lambda worst, n: progress(
+                                 on_more=lambda worst, n: progress.say(
                                      f"  runs varied by {worst:.0%} (limit {DEFAULT_MAX_SPREAD:.0%}): "
                                      f"{n} more round(s)"))
 
     def _provenance(self, net: Any, recipe: Any, device: Any) -> dict[str, Any]:
         import torch
 
-        from engine.runtimes import torch_bench, torch_deploy
+        from engine.runtimes.torch import bench as torch_bench
+        from engine.runtimes.torch import deploy as torch_deploy
 
         prov = {
             "kind": "measured",
@@ -265,6 +282,24 @@ class TorchRuntime:
 PyTorchRuntime = TorchRuntime  # the name used in the project issue
 
 
+class _Say:
+    """The (fraction, message) progress of a compare; its inner loops `say` a message at the fraction
+    where the current batch size began."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress, self.fraction = progress or (lambda f, s: None), 0.0
+
+    def at(self, fraction: float) -> None:
+        self.fraction = fraction
+
+    def say(self, message: str) -> None:
+        self.progress(self.fraction, message)
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.fraction = float(fraction)
+        self.progress(self.fraction, message)
+
+
 def _display_name(recipe: Any, prov: dict[str, Any]) -> str:
     """The recipe as it actually ran: a CPU 'BF16' baseline computes in float32."""
     if recipe.precision in registry.BASELINES:
@@ -276,7 +311,7 @@ def _display_name(recipe: Any, prov: dict[str, Any]) -> str:
 
 def _loop_text(net: Any) -> str:
     if getattr(net, "decode_loop", None) == "lean":
-        return ("lean Llama loop (engine.runtimes.torch_decode: the model's modules, preallocated KV cache, "
+        return ("lean Llama loop (engine.runtimes.torch.decode: the model's modules, preallocated KV cache, "
                 "SDPA), checked at deployment to give transformers' logits")
     note = getattr(net, "decode_loop_note", None)
     return "transformers forward with DynamicCache" + (f" ({note})" if note else "")

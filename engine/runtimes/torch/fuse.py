@@ -67,7 +67,7 @@ class SiblingSlice(nn.Module):
 
 
 def _fusable(mods: list[nn.Module]) -> bool:
-    from engine.runtimes.torch_kernels import Int8Linear
+    from engine.runtimes.torch.kernels import Int8Linear
 
     first = mods[0]
     if type(first) is nn.Linear:
@@ -94,7 +94,7 @@ def _fused_linear(mods: list[nn.Linear]) -> nn.Linear:
 
 def fuse_siblings(model: nn.Module) -> int:
     """Fuse every interchangeable sibling group of `model` in place; the number of groups fused."""
-    from engine.runtimes.torch_kernels import Int8Linear
+    from engine.runtimes.torch.kernels import Int8Linear
 
     fused = 0
     for parent in list(model.modules()):

@@ -12,6 +12,9 @@ from typing import Any
 
 import torch
 
+from engine.runtimes.torch.decode import LEAN, LeanDecoder
+from engine.runtimes.torch.hf_forward import transformers_loop
+
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 
@@ -50,37 +53,7 @@ def _peak_mb(device: torch.device) -> float | None:
     return None
 
 
-def _cache_kwarg(model) -> str:
-    """transformers 5.x renames `past_key_values` to `cache`; older versions only know the former."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _forward(model, ids, cache, cache_kw: str):
-    return model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_kw: cache})
-
-
-LEAN = "lean"  # the value of a deployed model's `decode_loop` when engine.runtimes.torch_decode runs it
-
-
-def _transformers_loop(model):
-    """(prefill, step): transformers' forward with its DynamicCache."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    cache_kw = _cache_kwarg(model)
-
-    def logits(ids):
-        return _forward(model, ids, cache, cache_kw).logits[:, -1, :]
-
-    return logits, lambda token: logits(token).argmax(dim=-1, keepdim=True)
-
-
 def _lean_loop(model, batch: int, max_len: int):
-    from engine.runtimes.torch_decode import LeanDecoder
-
     decoder = LeanDecoder(model, batch, max_len)
     return decoder.logits, decoder.next_token
 
@@ -89,14 +62,14 @@ def generation_loop(model, batch: int, max_len: int):
     """(prefill(ids) -> last logits, step(token) -> next token) of the loop this model is timed with."""
     if getattr(model, "decode_loop", None) == LEAN:
         return _lean_loop(model, batch, max_len)
-    return _transformers_loop(model)
+    return transformers_loop(model)
 
 
 @torch.inference_mode()
 def timed_generation(model, ids: torch.Tensor, output_len: int) -> tuple[dict[str, float], torch.Tensor]:
     """One run: metrics of this run and the generated tokens [batch, output_len].
 
-    A deployed model whose `decode_loop` is "lean" runs engine.runtimes.torch_decode's loop (checked
+    A deployed model whose `decode_loop` is "lean" runs engine.runtimes.torch.decode's loop (checked
     against transformers when it was deployed); any other model runs transformers' forward.
     """
     device = ids.device
@@ -154,26 +127,14 @@ def run_interleaved(models: list, ids: torch.Tensor, output_len: int, warmup: in
     return runs
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def device_info(device: torch.device) -> dict[str, Any]:
     """The `device` entry of a measurement's provenance."""
     if device.type == "cuda":
-        from engine.runtimes.base import probe_nvidia_gpu
+        from engine.system import probe_nvidia_gpu
 
         return {"kind": "cuda", **(probe_nvidia_gpu(device.index or 0) or {"name": torch.cuda.get_device_name(device)})}
-    import os
+    from engine.system import cpu_name, usable_cpus
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = len(usable_cpus())
     return {"kind": "cpu", "name": cpu_name(), "cores": cores, "threads": torch.get_num_threads(),
             "isa": torch.backends.cpu.get_cpu_capability()}

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from engine.errors import UnsupportedOnDevice
-from engine.runtimes.torch_weights import IntWeights
+from engine.runtimes.torch.weights import IntWeights
 
 INT4_KERNEL_GROUPS = (256, 128, 64, 32)  # group sizes the int4pack kernels accept
 
@@ -73,7 +73,7 @@ class Int8Linear(nn.Module):
     def fuse(cls, layers: list[Int8Linear]) -> Int8Linear:
         """One layer whose output is the siblings' outputs side by side: their packed integers and
         per-channel scales concatenated as they are (the caller checks that their inputs are quantized
-        alike; see engine.runtimes.torch_fuse)."""
+        alike; see engine.runtimes.torch.fuse)."""
         unpacked = [torch.ops.quantized.linear_unpack(layer._packed) for layer in layers]
         q = torch.cat([qw.int_repr() for qw, _ in unpacked])
         scales = torch.cat([qw.q_per_channel_scales() for qw, _ in unpacked])

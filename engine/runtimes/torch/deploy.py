@@ -2,8 +2,9 @@
 
 `deploy(calibrated, precision, device)` builds a clean copy of the architecture (no modelopt
 wrappers, no fake quantizers), loads the calibrated weights into it, and swaps every quantized
-linear layer for a kernel layer from `torch_kernels` holding modelopt's own integer weights,
-scales and SmoothQuant/AWQ pre-quant scales. Nothing is re-quantized from scratch.
+linear layer for the kernel layer its precision's handler builds (engine.runtimes.torch.handlers),
+holding modelopt's own integer weights, scales and SmoothQuant/AWQ pre-quant scales. Nothing is
+re-quantized from scratch.
 """
 
 from __future__ import annotations
@@ -15,18 +16,12 @@ from torch import nn
 
 from engine import registry
 from engine.errors import UnsupportedOnDevice
-from engine.runtimes import torch_kernels as kernels
-from engine.runtimes import torch_weights as tw
-from engine.runtimes.torch_fuse import FusedLinear, fuse_siblings
+from engine.runtimes.torch import handlers
+from engine.runtimes.torch import weights as tw
+from engine.runtimes.torch.decode import LEAN, check_against_transformers
+from engine.runtimes.torch.fuse import FusedLinear, fuse_siblings
 
 DECODE_LOOPS = ("auto", "transformers")
-
-# (precision, device type) pairs this runtime deploys; everything else gets a reason in
-# torch_runtime.availability.
-DEPLOYABLE = {
-    ("bf16", "cpu"), ("fp16", "cpu"), ("int8_sq", "cpu"), ("int4_awq", "cpu"),
-    ("bf16", "cuda"), ("fp16", "cuda"), ("fp8", "cuda"), ("int4_awq", "cuda"),
-}
 
 
 def baseline_dtype(precision: str, device: str) -> torch.dtype:
@@ -79,33 +74,8 @@ def _fresh_copy(model: nn.Module) -> nn.Module:
     return fresh.eval()
 
 
-def _kernel_layer(module: nn.Module, name: str, precision: str, device: torch.device,
-                  int8_activations: str) -> nn.Module:
-    bias = module.bias.detach() if getattr(module, "bias", None) is not None else None
-    pqs = tw.pre_quant_scale(module)
-    if precision == "int8_sq":
-        weights = tw.int_weights(module)
-        tw.check_matches_modelopt(module, weights, name)
-        return kernels.Int8Linear(weights, bias, pqs, tw.static_input_amax(module), int8_activations)
-    if precision == "int4_awq":
-        if module.input_quantizer.is_enabled:
-            raise UnsupportedOnDevice(f"'{name}' quantizes its activations; INT4 AWQ is weight-only.")
-        weights = tw.int_weights(module)
-        tw.check_matches_modelopt(module, weights, name)
-        return kernels.Int4Linear(weights, bias, pqs, device)
-    if precision == "fp8":
-        wq, iq = module.weight_quantizer, module.input_quantizer
-        if wq.amax is None or wq.amax.numel() != 1 or iq.amax is None or iq.amax.numel() != 1:
-            raise UnsupportedOnDevice(f"'{name}': FP8 deployment needs per-tensor weight and input amax.")
-        return kernels.Fp8Linear(module.weight.detach(), bias, wq.amax, iq.amax, pqs, device)
-    raise UnsupportedOnDevice(f"'{name}' is quantized but {precision} has no PyTorch kernel here.")
-
-
 def choose_decode_loop(model: nn.Module, wanted: str = "auto") -> tuple[str, str | None]:
     """("lean" or "transformers", why not lean): the lean loop where it reproduces transformers."""
-    from engine.runtimes.torch_bench import LEAN
-    from engine.runtimes.torch_decode import check_against_transformers
-
     if wanted not in DECODE_LOOPS:
         raise ValueError(f"decode_loop must be one of {DECODE_LOOPS}, got {wanted!r}")
     if wanted == "transformers":
@@ -125,14 +95,16 @@ def deploy(calibrated: nn.Module, precision: str, device: str = "cpu",
     device's baseline dtype (float32 on CPU). int8_activations: "static" uses the calibrated
     per-tensor activation scale (what modelopt simulated; TensorRT-LLM's W8A8_SQ_PER_CHANNEL),
     "dynamic" computes a per-tensor scale from each activation at run time. Sibling projections
-    are fused (engine.runtimes.torch_fuse). decode_loop: "auto" times the model with the lean loop
-    of engine.runtimes.torch_decode when it reproduces transformers' logits, "transformers" always
+    are fused (engine.runtimes.torch.fuse). decode_loop: "auto" times the model with the lean loop
+    of engine.runtimes.torch.decode when it reproduces transformers' logits, "transformers" always
     with transformers' forward.
     """
     prec = registry.precision(precision)
     dev = torch.device(device)
-    if (prec.name, dev.type) not in DEPLOYABLE:
+    handler = handlers.handler(prec.name)
+    if not prec.runs_on("torch", dev.type) or (handler is None and not prec.is_baseline):
         raise UnsupportedOnDevice(f"The PyTorch runtime has no {prec.label} kernels on {dev.type}.")
+    options = handlers.DeployOptions(int8_activations)
     handled: set[str] = set()
     layers: dict[str, nn.Module] = {}
     with torch.no_grad():
@@ -144,7 +116,7 @@ def deploy(calibrated: nn.Module, precision: str, device: str = "cpu",
                 if prec.modelopt_cfg is None:
                     raise UnsupportedOnDevice(
                         f"'{name}' is quantized but the recipe says {prec.label}; pass the matching precision.")
-                layers[name] = _kernel_layer(module, name, prec.name, dev, int8_activations)
+                layers[name] = handler.build(module, name, dev, options)
         if prec.modelopt_cfg is not None and not layers:
             raise UnsupportedOnDevice(f"The model has no calibrated quantized layers for {prec.label}; "
                                       "calibrate it first (engine.quantize.apply_recipe).")
@@ -175,11 +147,15 @@ def deployed_weight_bytes(model: nn.Module) -> int:
     return total
 
 
+def _KERNEL_LAYERS() -> tuple[type, ...]:  # noqa: N802 - a constant that follows registrations
+    return tuple(t for h in handlers.HANDLERS.values() for t in h.layer_types)
+
+
 def describe(model: nn.Module) -> dict[str, int]:
     """How many layers run each kernel, for the provenance of a measurement."""
     kinds: dict[str, int] = {}
     for module in model.modules():
-        if isinstance(module, (kernels.Int8Linear, kernels.Int4Linear, kernels.Fp8Linear)):
+        if isinstance(module, _KERNEL_LAYERS()):
             kind = module.extra_repr().split(", ", 2)[-1]
         elif type(module) is nn.Linear:
             kind = f"nn.Linear ({str(module.weight.dtype).replace('torch.', '')})"

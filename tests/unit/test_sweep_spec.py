@@ -1,0 +1,131 @@
+"""SweepSpec: the one object the CLI, the app and a job row build; validated like user input."""
+
+import json
+
+import pytest
+
+from engine import pipeline
+from engine.cli import main
+from engine.errors import DataError, SpecError, TlabError, UnknownNameError
+from engine.spec import SCHEMA_VERSION, DataSpec, ExperimentSpec, ModelRef, Recipe, SweepSpec, Workload
+
+
+def _spec(**changes):
+    base = dict(model=ModelRef("org/model"), recipes=(Recipe("fp8"), Recipe("int4_awq", "sparsegpt")),
+                data=DataSpec(calib_size=8), workload=Workload(64, 32, (1, 4)), runtime="pytorch",
+                device="cpu", experiment="x")
+    return SweepSpec(**{**base, **changes})
+
+
+def test_round_trips_through_json_with_its_schema_version():
+    spec = _spec()
+    d = json.loads(spec.to_json())
+    assert d["schema"] == SCHEMA_VERSION and d["runtime"] == "torch" and d["kind"] == "causal_lm"
+    assert SweepSpec.from_json(spec.to_json()) == spec
+
+
+def test_baseline_first_duplicates_dropped_and_ids_are_the_experiment_specs():
+    spec = _spec(recipes=(Recipe("fp8"), Recipe("bf16"), Recipe("fp8")))
+    assert spec.recipes == (Recipe(), Recipe("fp8"))
+    exps = spec.experiments()
+    assert [e.recipe for e in exps] == list(spec.recipes)
+    # the same ids the store has always used for these specs (the default kind is not hashed)
+    assert exps[1].id == ExperimentSpec(spec.model, Recipe("fp8"), spec.data, spec.workload, "cpu").id
+
+
+@pytest.mark.parametrize("changes, error, words", [
+    (dict(recipes=()), SpecError, "at least one recipe"),
+    (dict(runtime="tensorrt-llm"), UnknownNameError, "tensorrt_llm"),
+    (dict(device="banana"), SpecError, "auto, cpu, cuda"),
+    (dict(kind="diffusion"), UnknownNameError, "causal_lm"),
+    (dict(experiment="x" * 500), SpecError, "200 characters"),
+])
+def test_bad_values_are_refused_on_creation(changes, error, words):
+    with pytest.raises(error, match=words):
+        _spec(**changes)
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d.pop("schema"), "schema"),
+    (lambda d: d.update(schema=99), "schema 99"),
+    (lambda d: d.update(extra=1), "Unknown field"),
+    (lambda d: d.update(recipes="fp8"), "list"),
+    (lambda d: d["recipes"].append({"precision": 8}), "must be a name"),
+    (lambda d: d["recipes"].append({"precision": "fp8", "bits": 3}), "Unknown field"),
+    (lambda d: d["data"].update(calib_size=2.5), "whole number"),
+    (lambda d: d["data"].update(calib_size=True), "whole number"),
+    (lambda d: d["data"].update(eval_tokens=10**12), "at most"),
+    (lambda d: d["workload"].update(batch_sizes=8), "list of whole numbers"),
+    (lambda d: d["model"].update(trust_remote_code="yes"), "true or false"),
+    (lambda d: d.update(model=["bundled"]), "JSON object"),
+])
+def test_a_spec_from_json_is_checked_field_by_field(mutate, words):
+    d = _spec().to_dict()
+    mutate(d)
+    with pytest.raises(TlabError, match=words):
+        SweepSpec.from_dict(d)
+
+
+def test_garbage_json_is_a_clear_error():
+    for text in ("", "{", "[1, 2]", "null"):
+        with pytest.raises(SpecError):
+            SweepSpec.from_json(text)
+
+
+@pytest.mark.parametrize("payload", [
+    {}, {"spec": None}, {"spec": {}, "store_url": "sqlite:////tmp/elsewhere.db"},
+    {"experiment": "old-format", "recipes": [{"precision": "fp8"}]},
+])
+def test_a_bad_job_payload_fails_before_any_work(payload):
+    with pytest.raises(TlabError):
+        pipeline.run_sweep_job(payload, lambda *a: None)
+
+
+def test_run_sweep_takes_only_a_spec():
+    with pytest.raises(SpecError, match="SweepSpec"):
+        pipeline.run_sweep({"recipes": []}, store=None)
+
+
+def test_sizes_stay_whole_numbers_so_ids_do_not_change():
+    assert DataSpec(calib_size=8.0).calib_size == 8 and isinstance(DataSpec(calib_size=8.0).calib_size, int)
+    assert ExperimentSpec(data=DataSpec(calib_size=8.0)).id == ExperimentSpec(data=DataSpec(calib_size=8)).id
+    with pytest.raises(DataError, match="batch size"):
+        Workload(8, 8, (1, 0))
+
+
+def test_cli_prints_a_spec_and_runs_one_from_a_file(tmp_path, capsys):
+    assert main(["sweep", "--precisions", "int8_sq", "--device", "cpu", "--benchmark", "--batch-sizes", "1",
+                 "--print-spec"]) == 0
+    printed = capsys.readouterr().out
+    spec = SweepSpec.from_json(printed)
+    assert [r.precision for r in spec.recipes] == ["bf16", "int8_sq"] and spec.workload.batch_sizes == (1,)
+    path = tmp_path / "sweep.json"
+    path.write_text(printed)
+    assert main(["sweep", "--spec", str(path), "--print-spec"]) == 0
+    assert SweepSpec.from_json(capsys.readouterr().out) == spec
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["sweep", "--recipes", ","], "at least one recipe"),
+    (["sweep", "--device", "banana"], "auto, cpu, cuda"),
+    (["sweep", "--calib-size", "100000000"], "at most"),
+    (["sweep", "--spec", "/nonexistent/sweep.json"], "Cannot read"),
+])
+def test_cli_refuses_bad_sweeps_with_exit_2(argv, words, capsys):
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_a_cuda_device_that_is_not_there_is_refused_before_loading():
+    import torch
+
+    from engine.errors import UnsupportedOnDevice
+    from engine.system import resolve_device
+
+    with pytest.raises(UnsupportedOnDevice, match="cuda:63 was asked for"):
+        resolve_device("cuda:63")
+    assert resolve_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(UnsupportedOnDevice, match="no CUDA GPU"):
+            resolve_device("cuda")
+        assert resolve_device("auto") == "cpu"
