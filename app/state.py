@@ -91,7 +91,12 @@ def worker_alive() -> bool:
 
 def queue_sweep(payload: dict, title: str) -> int:
     """Queue one sweep job; returns its id. The worker picks it up; the page never waits for it."""
-    job_id = store().enqueue(SWEEP_FN, payload, title)
+    return queue_job(SWEEP_FN, payload, title)
+
+
+def queue_job(fn: str, payload: dict, title: str) -> int:
+    """Queue a job (its function name is checked against the allow-list) and make sure a worker runs."""
+    job_id = store().enqueue(fn, payload, title)
     if worker_enabled():
         ensure_worker()
     return job_id

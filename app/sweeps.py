@@ -45,13 +45,13 @@ def sweep_jobs(experiment: str, model: ModelRef, recipes: list[Recipe], data: Da
     """(payload, title) of each job a sweep needs: one. The pipeline times what the backend can time
     here and keeps accuracy only (with the reason) for the rest, so nothing gets a simulated speed."""
     spec = sweep_spec(experiment, model, recipes, data, workload, backend)
-    return [(sweep_payload(spec), sweep_title(model, recipes))]
+    return [(sweep_payload(spec), sweep_title(model, recipes, experiment))]
 
 
-def sweep_title(model: ModelRef, recipes: list[Recipe]) -> str:
+def sweep_title(model: ModelRef, recipes: list[Recipe], experiment: str | None = None) -> str:
     model_name = "bundled model" if model.source == BUNDLED_MODEL else model.source
     labels = ", ".join(r.label for r in recipes[:4]) + (f" and {len(recipes) - 4} more" if len(recipes) > 4 else "")
-    return f"{model_name}: {labels}"
+    return (f"{experiment} · " if experiment else "") + f"{model_name}: {labels}"
 
 
 def demo_jobs(choices, experiment: str | None = None) -> list[tuple[dict, str]]:

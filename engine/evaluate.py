@@ -7,12 +7,15 @@ token agreement.
 """
 
 import math
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from engine.paths import tlab_home
 
 IN_MEMORY_LIMIT_BYTES = 512 * 2**20
 Progress = Callable[[float, str], None]
@@ -39,6 +42,22 @@ def _nll(logprobs, targets) -> float:
     return -logprobs.gather(1, targets.unsqueeze(1)).sum().item()
 
 
+def scratch_array(shape: tuple[int, ...]) -> np.ndarray:
+    """A float16 array backed by a file in $TLAB_HOME/tmp. The file is unlinked as soon as it is mapped:
+    the mapping lives on, and the disk space comes back when the process ends, even on a crash."""
+    folder = tlab_home() / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(suffix=".npy", dir=folder)
+    os.close(fd)
+    try:
+        return np.lib.format.open_memmap(name, mode="w+", dtype=np.float16, shape=shape)
+    finally:
+        try:
+            os.unlink(name)
+        except OSError:  # e.g. Windows, where a mapped file cannot be removed; it stays in $TLAB_HOME/tmp
+            pass
+
+
 def reference(model: Any, eval_ids: Any, progress: Progress | None = None) -> Reference:
     progress = progress or (lambda f, s: None)
     n, seq = eval_ids.shape
@@ -47,9 +66,8 @@ def reference(model: Any, eval_ids: Any, progress: Progress | None = None) -> Re
     size = int(np.prod(shape)) * 2
     if size <= IN_MEMORY_LIMIT_BYTES:
         store = np.empty(shape, dtype=np.float16)
-    else:  # too large for memory: a temporary file that disappears with the process
-        store = np.lib.format.open_memmap(tempfile.NamedTemporaryFile(suffix=".npy").name, mode="w+",
-                                          dtype=np.float16, shape=shape)
+    else:  # too large for memory: a scratch file under $TLAB_HOME
+        store = scratch_array(shape)
     top1 = np.empty((n, seq - 1), dtype=np.int64)
     nll = 0.0
     for i in range(n):

@@ -18,7 +18,18 @@ def tlab_home() -> Path:
         import platformdirs  # only needed without $TLAB_HOME
 
         home = Path(platformdirs.user_data_dir(APP_NAME))
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # below a file, read-only, or full: say which, and what to set
+        from engine.errors import SettingError
+
+        raise SettingError(f"Tradeoff Lab's data folder {home} cannot be created ({exc.strerror or exc}); "
+                           "set TLAB_HOME to a folder you can write to.") from None
+    if not os.access(home, os.W_OK):
+        from engine.errors import SettingError
+
+        raise SettingError(f"Tradeoff Lab's data folder {home} is read-only for this user; "
+                           "set TLAB_HOME to a folder you can write to.")
     return home
 
 

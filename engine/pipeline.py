@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from engine import registry
+from engine.access import check_web_sweep
 from engine.cpu_threads import job_threads
 from engine.errors import SpecError, TlabError, UnsupportedOnDevice
 from engine.system import describe_device, resolve_device, versions
@@ -258,13 +259,16 @@ def _speed_provenance(speed: list, baseline: list) -> dict:
 
 def run_sweep_job(payload: dict, progress: Callable) -> list[str]:
     """Job entry point (engine.jobs): the payload is {"spec": SweepSpec.to_dict()}, validated like any
-    user input. Results go to the store the job runs against ($TLAB_STORE_URL, set by the worker)."""
+    user input, and held to the web policy (engine.access): local paths only under the allowed folders,
+    a model's own code only where the administrator allows it. Results go to the store the job runs
+    against ($TLAB_STORE_URL, set by the worker), never one a payload names."""
     from engine.store import open_store
 
     if not isinstance(payload, dict) or set(payload) != {"spec"}:
         raise SpecError("A sweep job's payload must be {\"spec\": <sweep spec>}; queue the sweep again "
                         "from the app or with `tlab sweep`.")
     spec = SweepSpec.from_dict(payload["spec"])
+    check_web_sweep(spec.model, spec.data)  # a job row is web input: only what the administrator allows
     return [r.id for r in run_sweep(spec, open_store(), lambda f, s: progress(f, s))]
 
 

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app import nav, state, sweeps
 from engine import devices, registry
+from engine.access import WebPolicy
 from engine.errors import TlabError
 from engine.models.bundled import BUNDLED_NAME
 from engine.paths import tlab_home
@@ -48,6 +49,7 @@ st.title("Experiment")
 st.caption("Choose what to try. Each checked precision × sparsity × KV-cache choice is one recipe; the BF16 "
            "baseline always runs too, because every accuracy loss and speedup is measured against it.")
 problems: list[str] = []
+policy = WebPolicy.from_env()
 
 # --- model --------------------------------------------------------------------------------------
 st.subheader("1. Model")
@@ -60,21 +62,25 @@ elif model_kind == "hf":
     c1, c2 = st.columns([3, 1])
     hf_id = c1.text_input("Hugging Face model id", placeholder="HuggingFaceTB/SmolLM2-360M", key="hf_id").strip()
     revision = c2.text_input("Revision (optional)", key="hf_revision").strip() or None
-    trust = st.checkbox("Trust remote code", key="hf_trust", help="Runs Python code that comes with the model. "
-                        "Only for models whose authors you trust; most models do not need it.")
+    trust = False
+    if policy.trust_remote_code:  # the administrator's choice (engine.access); off by default
+        trust = st.checkbox("Trust remote code", key="hf_trust", help="Runs Python code that comes with the "
+                            "model. Only for models whose authors you trust; most models do not need it.")
     st.caption("Downloaded when the job runs; this machine needs access to huggingface.co.")
-    model = ModelRef(hf_id or "", revision, None, trust)
+    model = ModelRef(hf_id, revision, None, trust) if hf_id else None
     if not hf_id:
         problems.append("Enter a Hugging Face model id (for example HuggingFaceTB/SmolLM2-360M).")
 else:
     c1, c2 = st.columns([3, 1])
     folder = c1.text_input("Folder with config.json and *.safetensors, or a .gguf file", key="model_folder").strip()
     gguf = c2.text_input("GGUF file in it (optional)", key="model_gguf").strip() or None
-    model = ModelRef(folder, None, gguf, False)
+    model = ModelRef(folder, None, gguf, False) if folder else None
+    st.caption("Folders under: " + ", ".join(str(d) for d in policy.allowed_dirs) + " (set by the administrator).")
     if not folder:
         problems.append("Enter the model's folder.")
-if model.source and model_kind != "bundled":
-    try:
+if model is not None and model_kind != "bundled":
+    try:  # the policy first: a path outside the allowed folders is not even looked at
+        policy.check_model(model.source, model.gguf_file, model.trust_remote_code)
         from engine.models.loader import resolve
 
         resolve(model)
@@ -126,6 +132,11 @@ else:
     data_source = st.text_input("Path to a .txt/.jsonl file, or hf:NAME[:CONFIG]:SPLIT", key="data_path").strip()
     if not data_source:
         problems.append("Enter a data file path or hf: dataset.")
+    else:
+        try:
+            policy.check_data(data_source)
+        except TlabError as e:
+            problems.append(str(e))
 c1, c2, c3, c4 = st.columns(4)
 calib_size = c1.number_input("Calibration sequences", 1, 4096, 32, key="calib_size")
 calib_seq_len = c2.number_input("Tokens per calibration sequence", 16, 8192, 256, step=16, key="calib_seq_len")
@@ -180,7 +191,10 @@ if recipes and measure:
 
 jobs = []
 if not problems and data is not None:
-    jobs = sweeps.sweep_jobs(name.strip(), model, recipes, data, workload, backend)
+    try:
+        jobs = sweeps.sweep_jobs(name.strip(), model, recipes, data, workload, backend)
+    except TlabError as e:  # the SweepSpec's own checks
+        problems.append(str(e))
 
 if recipes:
     rows = [{"Recipe": "BF16 baseline (always runs)", "Accuracy": "reference",

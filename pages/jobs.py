@@ -38,6 +38,12 @@ def _cancel(job_id: int) -> None:
     st.toast(f"Job {job_id}: {'cancelled' if status == 'cancelled' else 'stopping'}.")
 
 
+def _rerun(job: dict) -> None:
+    """Queue the job again as it was (a sweep reuses every recipe that already finished)."""
+    new_id = state.queue_job(job["fn"], job["payload"], job["title"])
+    st.toast(f"Job {job['id']} queued again as #{new_id}.")
+
+
 def _cancel_button(job: dict) -> None:
     st.button("Cancel", key=f"cancel_{job['id']}", on_click=_cancel, args=(job["id"],),
               help="Stop this job. A running job's process is stopped.")
@@ -73,8 +79,12 @@ def _finished(job: dict) -> None:
     status = job["status"]
     took = _duration(_seconds_since(job.get("started_at"), job.get("finished_at")))
     with st.container(border=True):
-        st.markdown(f"**{STATUS_ICONS.get(status, '')} #{job['id']} {job['title']}**: {status}"
-                    + (f" after {took}" if job.get("started_at") else ""))
+        head, button = st.columns([5, 1])
+        head.markdown(f"**{STATUS_ICONS.get(status, '')} #{job['id']} {job['title']}**: {status}"
+                      + (f" after {took}" if job.get("started_at") else ""))
+        if status in ("failed", "cancelled", "interrupted"):
+            button.button("Run again", key=f"rerun_{job['id']}", on_click=_rerun, args=(job,),
+                          help="Queue this job again; results that already finished are reused, not recomputed.")
         if status == "done":
             n = len(job.get("result_ids") or [])
             st.caption(f"{n} result(s) saved.")

@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from pathlib import Path
 
-from engine.errors import StoreError
+from engine.errors import StoreError, TlabError
 from engine.jobs.procs import describe_exit
 from engine.paths import default_store_url, tlab_home
 
@@ -285,12 +285,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, default=None, help="exit (between jobs) when this process ends")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between queue checks")
     args = parser.parse_args(argv)
+    if not (0.05 <= args.poll <= 3600):  # also false for NaN
+        print(f"error: --poll must be between 0.05 and 3600 seconds, got {args.poll}.", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker[%(process)d] %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    run_worker(args.store_url, poll_s=args.poll, once=args.once, stop_event=stop, single=args.single,
-               parent_pid=args.parent_pid)
+    try:
+        run_worker(args.store_url, poll_s=args.poll, once=args.once, stop_event=stop, single=args.single,
+                   parent_pid=args.parent_pid)
+    except TlabError as e:  # a store it cannot open, a bad setting: said plainly, nothing half-done
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

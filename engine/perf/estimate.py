@@ -31,15 +31,32 @@ class Query:
     kv_cache: str = "auto"
 
 
+# Far beyond any real run, small enough that no arithmetic on them overflows.
+LIMITS = {"batch": 1_000_000, "isl": 10_000_000, "osl": 10_000_000, "tp": 1024}
+
+
 def _positive_int(name: str, v) -> int:
     try:
         f = float(v)
         i = int(f)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf
         raise BadQuery(f"{name} must be a positive whole number, got {v!r}.") from None
     if i != f or i <= 0:
         raise BadQuery(f"{name} must be a positive whole number, got {v!r}.")
+    if i > LIMITS[name]:
+        shown = f"{i:,}" if i < 10**15 else f"{f:.3g}"
+        raise BadQuery(f"{name} {shown} is beyond what any engine runs (at most {LIMITS[name]:,}); give a real {name}.")
     return i
+
+
+def _price(v) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise BadQuery(f"The price must be a number of USD per GPU-hour, got {v!r}.") from None
+    if not (0 <= f < 1e6):  # also false for NaN and infinities
+        raise BadQuery(f"The price must be zero or more USD per GPU-hour (below a million), got {v!r}.")
+    return f
 
 
 @dataclass(frozen=True)
@@ -169,7 +186,7 @@ def estimate(q: Query, calibration=None, price_per_hour: float | None = None) ->
     items, pre, dec = time_shapes([s], cal.params)
     pre_s, dec_s = float(pre[0]), float(dec[0])
     fits = plan.fits
-    price = s.gpu.price_per_hour if price_per_hour is None else float(price_per_hour)
+    price = s.gpu.price_per_hour if price_per_hour is None else _price(price_per_hour)
     band, basis = cal.band(s.gpu.id, s.precision)
     msg = ""
     if not fits:

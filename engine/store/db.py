@@ -6,6 +6,7 @@ transactions are switched off and every store operation opens its own: `BEGIN IM
 plain `BEGIN` for reads.
 """
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -34,8 +35,10 @@ def create_store_engine(url: str) -> sa.Engine:
     """A SQLAlchemy engine for `url`, checked, configured and migrated to the current schema."""
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError as e:
-        raise StoreError(f"'{url}' is not a database URL ({e}). Use e.g. sqlite:////path/to/tlab.db "
+        parsed.port  # noqa: B018 - a non-numeric port fails here, not deep inside a driver
+    except (sa.exc.ArgumentError, ValueError) as e:
+        shown = re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)  # never print a password
+        raise StoreError(f"'{shown}' is not a database URL ({e}). Use e.g. sqlite:////path/to/tlab.db "
                          "or postgresql://user@host/dbname in TLAB_STORE_URL.") from None
     if parsed.get_backend_name() == "sqlite":
         engine = _sqlite_engine(parsed)

@@ -82,8 +82,21 @@ def test_run_is_disabled_until_the_form_is_complete(app_home):
     assert any("at least one precision" in w.value for w in at.warning)
     at.radio(key="model_kind").set_value("folder").run()
     at.text_input(key="model_folder").set_value("/no/such/folder").run()
+    assert any("outside the folders this server lets web users read" in w.value for w in at.warning)
+    from engine.paths import tlab_home
+
+    at.text_input(key="model_folder").set_value(str(tlab_home() / "no-such-model")).run()
     assert any("does not exist" in w.value for w in at.warning)
     assert app_home.list_jobs() == []
+
+
+def test_web_users_cannot_read_files_outside_the_allowed_folders(app_home):
+    at = open_page("experiment")
+    at.radio(key="data_kind").set_value("path").run()
+    at.text_input(key="data_path").set_value("/etc/shadow").run()
+    assert any("outside the folders" in w.value for w in at.warning) and at.button(key="run_sweep").disabled
+    at.radio(key="model_kind").set_value("hf").run()
+    assert not [c for c in at.checkbox if c.key == "hf_trust"]  # remote code: only where the administrator allows
 
 
 def test_disabled_precisions_carry_their_reason(app_home):

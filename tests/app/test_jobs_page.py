@@ -87,3 +87,16 @@ def test_jobs_survive_a_new_session(app_home):
     first = open_page("jobs")
     second = open_page("jobs")
     assert f"#{job_id} persistent" in _all_text(first) and f"#{job_id} persistent" in _all_text(second)
+
+
+def test_a_failed_job_runs_again_with_one_click(app_home):
+    failed = app_home.enqueue("tests.helpers_jobs:raise_tlab_error", {"why": 1}, "a job that fails")
+    assert run_worker(app_home.url, once=True, poll_s=0.05, heartbeat_s=0.2) == 1
+    at = open_page("jobs")
+    assert not at.exception
+    at.button(key=f"rerun_{failed}").click().run()
+    assert not at.exception
+    again = [j for j in app_home.list_jobs() if j["id"] != failed]
+    assert len(again) == 1 and again[0]["status"] == "queued"
+    assert again[0]["fn"] == "tests.helpers_jobs:raise_tlab_error" and again[0]["payload"] == {"why": 1}
+    assert again[0]["title"] == "a job that fails"

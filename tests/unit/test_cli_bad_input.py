@@ -67,3 +67,35 @@ def test_results_on_empty_store(capsys):
     assert code == 0 and json.loads(out) == []
     code, out, err = _run(capsys, "results")
     assert code == 0 and "tlab sweep" in err
+
+
+BAD_WORKER_ARGS = [
+    (["--store-url", "garbage"], "is not a database URL"),
+    (["--store-url", "postgresql://u:secret@localhost:notaport/db"], "is not a database URL"),
+    (["--poll", "-1"], "--poll must be between"),
+    (["--poll", "nan"], "--poll must be between"),
+]
+
+
+@pytest.mark.parametrize("argv, expect", BAD_WORKER_ARGS)
+def test_worker_refuses_bad_settings_plainly(capsys, argv, expect):
+    code, out, err = _run(capsys, "worker", "--once", *argv)
+    assert code == 2 and expect in err and "Traceback" not in err
+    assert "secret" not in err  # a password in a bad URL is never printed
+
+
+def test_threads_setting_beyond_the_cores_is_refused(monkeypatch):
+    from engine.cpu_threads import choose_threads
+    from engine.errors import SettingError
+
+    with pytest.raises(SettingError, match="more than the 2 CPU"):
+        choose_threads(env={"TLAB_THREADS": "500"}, cores=2)
+    assert choose_threads(env={"TLAB_THREADS": "2"}, cores=2)[0] == 2
+
+
+def test_a_data_folder_below_a_file_is_a_setting_error(capsys, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TLAB_HOME", str(blocker / "home"))
+    code, out, err = _run(capsys, "results")
+    assert code == 2 and "cannot be created" in err and "set TLAB_HOME" in err

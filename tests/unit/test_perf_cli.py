@@ -63,6 +63,8 @@ def test_input_jsonl_one_result_per_line(tmp_path, capsys):
 @pytest.mark.parametrize("extra, match", [
     (["--gpu", "h100"], "Did you mean"), (["--precision", "nvfp4"], "Blackwell"),
     (["--batch", "0"], "positive whole number"), (["--model", "meta-llama/Llama-2-7b-hf", "--isl", "5000"], "context"),
+    (["--batch", "1e12"], "beyond what any engine runs"), (["--batch", "1e308"], "beyond what any engine runs"),
+    (["--batch", "inf"], "positive whole number"), (["--isl", "nan"], "positive whole number"),
 ])
 def test_errors_are_json_and_exit_2(capsys, extra, match):
     argv = BASE + ["--batch", "1", "--json"]
@@ -71,6 +73,12 @@ def test_errors_are_json_and_exit_2(capsys, extra, match):
         argv[j + 1] = extra[i + 1]
     rc, out, err = run(capsys, *argv)
     assert rc == 2 and match in json.loads(out)["error"] and match in err
+
+
+@pytest.mark.parametrize("price", ["-1", "nan", "inf"])
+def test_a_price_that_is_not_a_price_is_refused(capsys, price):
+    rc, out, err = run(capsys, *BASE, "--batch", "1", "--price", price, "--json")
+    assert rc == 2 and "price must be zero or more" in json.loads(out)["error"]
 
 
 def test_model_too_big_reports_smallest_tp(capsys):
