@@ -148,7 +148,12 @@ def _hover(df: pd.DataFrame) -> tuple[np.ndarray, str]:
     return custom.to_numpy(), "<br>".join(lines) + "<extra></extra>"
 
 
-def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = None, title: str | None = None):
+PERPLEXITY_AXIS = "Accuracy loss: perplexity increase vs baseline (%)"
+MMLU_AXIS = "Accuracy loss: MMLU loss vs the source's own baseline (%)"
+
+
+def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = None, title: str | None = None,
+                            x_title: str = PERPLEXITY_AXIS):
     """Speedup vs accuracy loss: one marker per result (colour = precision, shape = provenance of its
     speed number), the Pareto frontier as a line, and published points (squares) if given.
     `df` comes from chart_frame; rows without a speedup are left out (the caller says how many)."""
@@ -172,22 +177,24 @@ def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = N
         fig.add_trace(go.Scatter(x=front["x_loss"], y=front["y_speedup"], mode="lines", name="Pareto frontier",
                                  line={"color": "#444", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
     if published is not None and len(published):
-        custom = published[["recipe", "model", "gpu", "batch_size", "baseline", "source_label",
+        for prec, group in published.groupby("precision", sort=True):  # one legend entry per precision
+            label = registry.PRECISIONS[prec].label if prec in registry.PRECISIONS else str(prec)
+            custom = group[["recipe", "model", "gpu", "batch_size", "baseline", "source_label",
                             "engine_version"]].astype(object).fillna("-").to_numpy()
-        fig.add_trace(go.Scatter(
-            x=published["x_loss"], y=published["y_speedup"], mode="markers", name="published (MMLU loss)",
-            customdata=custom,
-            marker={"symbol": PROVENANCE_SYMBOLS["published"], "size": 11, "color": "rgba(0,0,0,0)",
-                    "line": {"width": 2, "color": published["precision"].map(PRECISION_COLORS).fillna("#7F7F7F")}},
-            hovertemplate=("<b>published</b>: %{customdata[0]}<br>Model: %{customdata[1]}<br>GPU: %{customdata[2]}"
-                           "<br>Batch size: %{customdata[3]}<br>Speedup vs %{customdata[4]}: %{y:.2f}x"
-                           "<br>MMLU loss (not perplexity): %{x:.2f}%<br>Source: %{customdata[5]}"
-                           "<br>Engine: %{customdata[6]}<extra></extra>")))
+            fig.add_trace(go.Scatter(
+                x=group["x_loss"], y=group["y_speedup"], mode="markers", name=f"{label} (published, MMLU loss)",
+                customdata=custom, legendgroup=f"published-{prec}",
+                marker={"symbol": PROVENANCE_SYMBOLS["published"], "size": 11, "color": "rgba(0,0,0,0)",
+                        "line": {"width": 2, "color": PRECISION_COLORS.get(prec, "#7F7F7F")}},
+                hovertemplate=("<b>published</b>: %{customdata[0]}<br>Model: %{customdata[1]}<br>GPU: %{customdata[2]}"
+                               "<br>Batch size: %{customdata[3]}<br>Speedup vs %{customdata[4]}: %{y:.2f}x"
+                               "<br>MMLU loss (not perplexity): %{x:.2f}%<br>Source: %{customdata[5]}"
+                               "<br>Engine: %{customdata[6]}<extra></extra>")))
     fig.add_hline(y=1.0, line={"color": "#999", "width": 1}, annotation_text="baseline speed",
                   annotation_position="bottom right")
     fig.update_layout(
         title=title or "Speedup vs accuracy loss (up and left is better)",
-        xaxis_title="Accuracy loss: perplexity increase vs baseline (%)",
+        xaxis_title=x_title,
         yaxis_title="Speedup vs baseline (x)", legend_title="Precision (provenance)",
         template="plotly_white", height=520, margin={"l": 60, "r": 20, "t": 60, "b": 60})
     return fig

@@ -42,12 +42,17 @@ with tab_chart:
 with tab_tradeoff:
     points = plots.published_points(view)
     if points.empty:
-        st.info("None of these rows has both a published speedup and a published accuracy loss.")
+        ids = plots.published_points(frame)["model"].dropna().unique()
+        having = sorted(frame[frame["model_id"].isin(ids)]["model"].dropna().astype(str).unique())
+        st.info("None of these rows has both a published speedup and a published accuracy loss"
+                + (f"; the models that have both are: {', '.join(having)}. Pick one of them in the Model filter."
+                   if having else "."))
     else:
         st.caption("Accuracy loss here is the source's MMLU loss (not perplexity); speedup is vs the source's "
                    "own BF16/FP16 baseline on its own GPU.")
         st.plotly_chart(plots.speedup_accuracy_figure(points.iloc[0:0].assign(speed_kind=None), points,
-                                                      title="Published: speedup vs MMLU loss"),
+                                                      title="Published: speedup vs MMLU loss",
+                                                      x_title=plots.MMLU_AXIS),
                         key="ref_tradeoff", config={"displaylogo": False})
 with tab_table:
     st.dataframe(view.drop(columns=["provenance"]), hide_index=True, width="stretch", key="ref_table",

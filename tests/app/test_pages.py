@@ -113,6 +113,16 @@ def test_reference_page_lists_published_rows_with_sources(app_home):
     assert plotly_figures(at)
 
 
+def test_published_tradeoff_has_the_right_axis_a_legend_and_says_when_a_model_has_none(app_home):
+    at = open_page("reference")
+    trade = [f for f in plotly_figures(at) if "MMLU" in str(f["layout"].get("title"))][0]
+    assert "MMLU loss" in trade["layout"]["xaxis"]["title"]["text"]
+    names = [t["name"] for t in trade["data"] if "published" in t.get("name", "")]
+    assert len(names) >= 2 and len(set(names)) == len(names)  # one legend entry per precision
+    at.multiselect(key="ref_model").set_value(["GPT-J 6B"]).run()
+    assert any("the models that have both are" in i.value and "Llama 3 8B" in i.value for i in at.info)
+
+
 def test_published_points_overlay_the_same_model_and_precision(app_home):
     from tests.app.results_data import make_record
 
