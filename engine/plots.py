@@ -175,7 +175,7 @@ def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = N
     front = pareto_frontier(plot)
     if len(front) >= 1:
         fig.add_trace(go.Scatter(x=front["x_loss"], y=front["y_speedup"], mode="lines", name="Pareto frontier",
-                                 line={"color": "#444", "dash": "dash", "shape": "hv"}, hoverinfo="skip"))
+                                 line={"color": "#444", "dash": "dash"}, hoverinfo="skip"))
     if published is not None and len(published):
         for prec, group in published.groupby("precision", sort=True):  # one legend entry per precision
             label = registry.PRECISIONS[prec].label if prec in registry.PRECISIONS else str(prec)

@@ -80,6 +80,7 @@ def test_speedup_figure_has_points_frontier_and_provenance_shapes():
     front = next(t for t in fig.data if t.name == "Pareto frontier")
     expected = chart[plots.pareto_mask(chart["x_loss"], chart["y_speedup"])]
     assert sorted(front.x) == sorted(expected["x_loss"])
+    assert front.line.shape in (None, "linear")  # points joined in order, not steps that read like a threshold
     assert "Perplexity increase" in markers[0].hovertemplate and "Device" in markers[0].hovertemplate
 
 
