@@ -131,14 +131,18 @@ def run_app_cmd(args) -> int:
     if args.dry_run:
         print(shlex.join([sys.executable, "-m", "streamlit", *argv]))
         return 0
-    try:
-        from streamlit.web import cli as streamlit_cli
-    except ImportError as exc:
-        raise TlabError(f"streamlit is not installed ({exc}); reinstall the package: pip install tradeoff-lab") \
-            from None
-    # In this process (no child left behind when `tlab app` is stopped); Streamlit runs until stopped.
-    try:
-        streamlit_cli.main(args=argv, prog_name="streamlit")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise TlabError("streamlit is not installed; reinstall the package: pip install tradeoff-lab")
+    # Streamlit replaces this process (no child left behind when `tlab app` is stopped), and the
+    # engine itself never imports Streamlit.
+    cmd = [sys.executable, "-m", "streamlit", *argv]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        os.execv(sys.executable, cmd)
+    import subprocess  # Windows has no exec that keeps the console: wait for the child instead
+
+    return subprocess.call(cmd)
