@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.errors import SettingError, TlabError
 from engine.paths import tlab_home
+from engine.spec import BUNDLED_MODELS
 
 ALLOWED_DIRS_ENV = "TLAB_WEB_ALLOWED_DIRS"
 REMOTE_CODE_ENV = "TLAB_WEB_TRUST_REMOTE_CODE"
@@ -67,7 +68,7 @@ class WebPolicy:
         if gguf_file is not None and (Path(gguf_file).name != gguf_file or gguf_file in ("..", ".")):
             raise NotAllowed(f"The GGUF file '{gguf_file}' must be a file name inside the model folder, "
                              "without a path.")
-        if source == "bundled" or (HF_ID.match(source) and not Path(source).expanduser().exists()):
+        if source in BUNDLED_MODELS or (HF_ID.match(source) and not Path(source).expanduser().exists()):
             return
         self.check_path(source, "model folder")
 

@@ -12,6 +12,8 @@ from engine import registry
 from engine.errors import TlabError
 
 SPEED_COLUMNS = ("speedup", "output_tokens_per_sec", "decode_tokens_per_sec")
+# What `tlab sweep` tries when --precisions is not given, per model kind.
+DEFAULT_PRECISIONS = {"causal_lm": ("fp8", "int8_sq", "int4_awq", "w4a8_awq"), "diffusion": ("int8_sq", "fp8")}
 
 
 def _csv(s: str) -> list[str]:
@@ -28,9 +30,14 @@ def _batch_sizes(s: str) -> tuple[int, ...]:
 def add_sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="calibrate and evaluate a grid of recipes (and benchmark them)",
                        description="Run every precision x sparsity recipe on one model; results go to the store.")
-    p.add_argument("--model", default="bundled", help="'bundled', a Hugging Face id, or a local folder")
-    p.add_argument("--precisions", default="fp8,int8_sq,int4_awq,w4a8_awq",
-                   help="comma list of: " + " ".join(registry.PRECISIONS))
+    p.add_argument("--model", default="bundled",
+                   help="'bundled' (language model), 'bundled-diffusion' (digits diffusion model), a Hugging Face "
+                        "id, or a local folder")
+    p.add_argument("--kind", default="auto", choices=["auto", *registry.MODEL_KINDS],
+                   help="model kind (auto: diffusion for bundled-diffusion, else language model)")
+    p.add_argument("--precisions", default=None,
+                   help="comma list of: " + " ".join(registry.PRECISIONS) + " (default: "
+                        + "; ".join(f"{k}: {','.join(v)}" for k, v in DEFAULT_PRECISIONS.items()) + ")")
     p.add_argument("--sparsity", default="none", help="comma list of: " + " ".join(registry.SPARSITIES) + " (methods of 2:4 pruning)")
     p.add_argument("--recipes", default=None,
                    help="explicit recipe list instead of the grid, e.g. fp8,int4_awq,bf16+sparsegpt")
@@ -52,6 +59,14 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model repository's own code to run")
     p.add_argument("--force", action="store_true", help="recompute even if the store has the results")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    g = p.add_argument_group("diffusion models")
+    g.add_argument("--labels", default=None, help="class labels to generate, e.g. 0,1,2 (default: 0-9)")
+    g.add_argument("--prompts", default=None, help="text prompts, separated by '|' (text-to-image models)")
+    g.add_argument("--images-per-condition", type=int, default=4, help="images per label or prompt")
+    g.add_argument("--steps", type=int, default=20, help="denoising steps")
+    g.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: none)")
+    g.add_argument("--resolution", type=int, default=None, help="image size (default: the model's own)")
+    g.add_argument("--calib-images", type=int, default=32, help="images whose denoising steps calibrate")
     p.add_argument("--spec", default=None, metavar="FILE",
                    help="run the sweep saved in this JSON file (from --print-spec) instead of the flags above")
     p.add_argument("--print-spec", action="store_true",
@@ -62,10 +77,13 @@ def add_sweep_parser(sub) -> None:
 def sweep_spec_from_args(args):
     """The SweepSpec the `sweep` flags (or the --spec file) describe; bad values raise TlabError."""
     from engine import pipeline
-    from engine.spec import DataSpec, ModelRef, SweepSpec, Workload
+    from engine.spec import BUNDLED_DIFFUSION, DataSpec, ModelRef, SweepSpec, Workload
 
     if args.spec:
         return SweepSpec.from_json(_read_text(args.spec, "sweep spec"))
+    kind = args.kind if args.kind != "auto" else ("diffusion" if args.model == BUNDLED_DIFFUSION else "causal_lm")
+    if args.precisions is None:
+        args.precisions = ",".join(DEFAULT_PRECISIONS[kind])
 
     if args.recipes is not None:
         recipes = [pipeline.parse_recipe(r, args.kv_cache) for r in _csv(args.recipes)]
@@ -76,7 +94,22 @@ def sweep_spec_from_args(args):
         recipes=tuple(recipes),
         data=DataSpec(args.data, args.calib_size, args.calib_seq_len, args.eval_tokens, args.eval_seq_len, args.seed),
         workload=Workload(args.isl, args.osl, tuple(args.batch_sizes)) if args.benchmark else None,
-        runtime=args.backend, device=args.device, experiment=args.experiment)
+        runtime=args.backend, device=args.device, experiment=args.experiment, kind=kind,
+        generation=_generation_from_args(args) if kind == "diffusion" else None)
+
+
+def _generation_from_args(args):
+    from engine.spec import GenerationSpec
+
+    try:
+        labels = tuple(int(x) for x in _csv(args.labels)) if args.labels is not None else tuple(range(10))
+    except ValueError:
+        raise TlabError(f"--labels must be whole numbers separated by commas, got {args.labels!r}.") from None
+    prompts = tuple(x.strip() for x in args.prompts.split("|") if x.strip()) if args.prompts else ()
+    return GenerationSpec(labels=() if prompts and args.labels is None else labels, prompts=prompts,
+                          images_per_condition=args.images_per_condition, steps=args.steps,
+                          guidance_scale=args.guidance_scale, resolution=args.resolution,
+                          calib_images=args.calib_images, seed=args.seed)
 
 
 def _read_text(path: str, what: str, limit: int = 1 << 20) -> str:

@@ -48,8 +48,14 @@ def run_sweep(spec: SweepSpec, store: Any, progress: Progress | None = None, *,
     """
     if not isinstance(spec, SweepSpec):
         raise SpecError(f"run_sweep takes a SweepSpec, got {type(spec).__name__}.")
-    module, fn = registry.model_kind(spec.kind).sweep_runner.split(":")
-    runner = getattr(importlib.import_module(module), fn)
+    kind = registry.model_kind(spec.kind)
+    module, fn = kind.sweep_runner.split(":")
+    try:
+        runner = getattr(importlib.import_module(module), fn)
+    except ImportError as exc:  # e.g. diffusers not installed: say which extra brings it
+        raise UnsupportedOnDevice(f"{kind.label} sweeps cannot run in this install ({exc}). Install the "
+                                  f"package's extra for them, e.g. pip install 'tradeoff-lab[{kind.extra}]'."
+                                  if kind.extra else f"{kind.label} sweeps cannot run in this install ({exc}).") from None
     return runner(spec, store, progress or (lambda f, s: None), force=force)
 
 

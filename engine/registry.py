@@ -38,6 +38,7 @@ class ModelKind:
     quality_metrics: tuple[str, ...]  # metric names its evaluation writes, lower-is-worse first
     runtimes: tuple[str, ...]  # backends that can time it
     description: str = ""
+    extra: str | None = None  # the package extra its libraries come with (pip install 'tradeoff-lab[extra]')
 
 
 MODEL_KINDS: dict[str, ModelKind] = {
@@ -47,6 +48,12 @@ MODEL_KINDS: dict[str, ModelKind] = {
                   ("perplexity", "ppl_increase_pct", "kl_div", "top1_agreement"), ("torch", "tensorrt_llm"),
                   "A Hugging Face causal language model (safetensors or GGUF); accuracy is perplexity, "
                   "KL divergence and top-1 agreement against the unquantized model."),
+        ModelKind("diffusion", "Diffusion model", "engine.diffusion.sweep:run_diffusion_sweep",
+                  ("task_accuracy", "psnr_db", "ssim", "latent_psnr_db"), ("torch",),
+                  "A diffusers denoiser (UNet) and its scheduler; quality is PSNR and SSIM of the images "
+                  "against the unquantized model's from the same seeds, plus a task metric where the model "
+                  "has one (the bundled model: the share of images read as the requested digit).",
+                  extra="diffusion"),
     ]
 }
 
@@ -100,20 +107,22 @@ PRECISIONS: dict[str, Precision] = {
     for p in [
         Precision("bf16", "BF16", None, 16, 16, None, "ampere", "pytorch", sparse_kernels=True,
                   aliases=("BF16",), kernels={"torch": ("cpu", "cuda"), **_TRT},
-                  description="Unquantized bfloat16 baseline."),
+                  model_kinds=("causal_lm", "diffusion"), description="Unquantized bfloat16 baseline."),
         Precision("fp16", "FP16", None, 16, 16, None, "volta", "pytorch", "fp16", "fp16",
                   sparse_kernels=True, kv_format="fp16", aliases=("FP16",),
-                  kernels={"torch": ("cpu", "cuda"), **_TRT}, description="Unquantized float16 baseline."),
+                  kernels={"torch": ("cpu", "cuda"), **_TRT}, model_kinds=("causal_lm", "diffusion"),
+                  description="Unquantized float16 baseline."),
         Precision("fp8", "FP8", "FP8_DEFAULT_CFG", 8, 8, "FP8", "ada", "pytorch", "fp8", "fp8", "fp8",
                   weight_bytes=1.0, kv_format="fp8", sparse_kernels=True, estimator_weights="fp8",
                   estimator_gemm="fp8",
                   aliases=("FP8", "FP8 (table does not restate; blog figures are FP8)"),
-                  kernels={"torch": ("cuda",), **_TRT},
+                  kernels={"torch": ("cuda",), **_TRT}, model_kinds=("causal_lm", "diffusion"),
                   description="FP8 E4M3 weights and activations, per-tensor scales."),
         Precision("int8_sq", "INT8 SmoothQuant", "INT8_SMOOTHQUANT_CFG", 8, 8, "W8A8_SQ_PER_CHANNEL",
                   "ampere", "engine", "int8", "int8", "int8", weight_bytes=1.0, sparse_kernels=True,
                   estimator_weights="int8_sq", estimator_gemm="int8_sq",
                   aliases=("INT8 SmoothQuant (W8A8)",), kernels={"torch": ("cpu",), **_TRT},
+                  model_kinds=("causal_lm", "diffusion"),
                   description="INT8 weights (per channel) and activations after SmoothQuant scaling."),
         Precision("int4_awq", "INT4 AWQ", "INT4_AWQ_CFG", 4, 16, "W4A16_AWQ", "ampere", "pytorch",
                   "int4", "bf16", "bf16", weight_bytes=0.5 + 2 / 128, dequantizes_weights=True,
@@ -147,12 +156,13 @@ class Sparsity:
     needs_data: bool
     pattern: str | None = None  # the structure it leaves: "2:4", or None for dense
     description: str = ""
+    model_kinds: tuple[str, ...] = ("causal_lm",)
 
 
 SPARSITIES: dict[str, Sparsity] = {
     s.name: s
     for s in [
-        Sparsity("none", "dense", None, False, None, "No pruning."),
+        Sparsity("none", "dense", None, False, None, "No pruning.", model_kinds=("causal_lm", "diffusion")),
         Sparsity("magnitude", "2:4 magnitude", "sparse_magnitude", False, "2:4",
                  "2:4 structured pruning by weight magnitude (NVIDIA ASP); no data needed."),
         Sparsity("sparsegpt", "2:4 SparseGPT", "sparsegpt", True, "2:4",

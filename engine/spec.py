@@ -17,6 +17,8 @@ from engine import registry
 from engine.errors import DataError, SpecError
 
 BUNDLED_MODEL = "bundled"
+BUNDLED_DIFFUSION = "bundled-diffusion"  # the digits diffusion model trained by this project
+BUNDLED_MODELS = (BUNDLED_MODEL, BUNDLED_DIFFUSION)
 SCHEMA_VERSION = 1  # of SweepSpec.to_dict(); bump when a field changes meaning
 DEFAULT_KIND = "causal_lm"
 # Upper bounds that keep a typo from growing memory without end (a 100x larger run is a new spec).
@@ -126,6 +128,48 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class GenerationSpec:
+    """What a diffusion sweep generates, with the same seeds for the baseline and every recipe, and
+    calibrates on. `labels` are class labels (class-conditional models such as the bundled one);
+    `prompts` are text prompts (text-to-image pipelines); one of the two is needed."""
+
+    labels: tuple[int, ...] = tuple(range(10))
+    prompts: tuple[str, ...] = ()
+    images_per_condition: int = 4  # images per label or prompt
+    steps: int = 20  # denoising steps
+    guidance_scale: float | None = None  # None: no classifier-free guidance
+    resolution: int | None = None  # None: the model's own
+    scheduler: str = "ddim"
+    calib_images: int = 32  # images whose denoising steps feed calibration (every timestep)
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("labels", "prompts"):
+            if not isinstance(getattr(self, name), (tuple, list)):
+                raise SpecError(f"The generation {name} must be a list.")
+        object.__setattr__(self, "labels", tuple(whole_number("class label", v, 0, 100_000, SpecError)
+                                                 for v in self.labels))
+        if not all(isinstance(p, str) and p.strip() for p in self.prompts):
+            raise SpecError("Every prompt must be non-empty text.")
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        if not self.labels and not self.prompts:
+            raise SpecError("Give the class labels or the prompts to generate images for (the list is empty).")
+        for name, high in (("images_per_condition", 1024), ("steps", 1000), ("calib_images", 4096)):
+            object.__setattr__(self, name, whole_number(name.replace("_", " "), getattr(self, name), 1, high,
+                                                        SpecError))
+        object.__setattr__(self, "seed", whole_number("seed", self.seed, 0, error=SpecError))
+        if self.resolution is not None:
+            object.__setattr__(self, "resolution", whole_number("resolution", self.resolution, 8, 4096, SpecError))
+        if self.guidance_scale is not None:
+            g = self.guidance_scale
+            if isinstance(g, bool) or not isinstance(g, (int, float)) or not (0 <= g <= 100):
+                raise SpecError(f"The guidance scale must be a number from 0 to 100 (or none), got {g!r}.")
+            object.__setattr__(self, "guidance_scale", float(g))
+        if self.scheduler not in ("ddim", "ddpm", "euler", "default"):
+            raise SpecError(f"Scheduler {self.scheduler!r} is not one of ddim, ddpm, euler, default.")
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     model: ModelRef = field(default_factory=ModelRef)
     recipe: Recipe = field(default_factory=Recipe)
@@ -133,6 +177,7 @@ class ExperimentSpec:
     workload: Workload | None = None  # None: accuracy only, no speed stage
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     kind: str = DEFAULT_KIND  # registry.MODEL_KINDS
+    generation: GenerationSpec | None = None  # what a diffusion model generates (None for language models)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,6 +197,7 @@ class ExperimentSpec:
             workload=wl,
             device=d.get("device", "auto"),
             kind=d.get("kind", DEFAULT_KIND),
+            generation=None if d.get("generation") is None else _build(GenerationSpec, "generation", d["generation"]),
         )
 
     @classmethod
@@ -168,10 +214,12 @@ class ExperimentSpec:
 
 def spec_hash(obj: Any) -> str:
     """Stable content hash of a spec dataclass (or dict): sha256 of canonical JSON, 16 hex digits.
-    The default model kind is left out, so results stored before kinds existed keep their ids."""
+    The default model kind and an absent generation spec are left out, so results stored before
+    model kinds existed keep their ids."""
     d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
-    if isinstance(d, dict) and d.get("kind") == DEFAULT_KIND:
-        d = {k: v for k, v in d.items() if k != "kind"}
+    if isinstance(d, dict):
+        d = {k: v for k, v in d.items()
+             if not (k == "kind" and v == DEFAULT_KIND) and not (k == "generation" and v is None)}
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -199,6 +247,7 @@ class SweepSpec:
     device: str = "auto"
     kind: str = DEFAULT_KIND
     experiment: str | None = None
+    generation: GenerationSpec | None = None  # diffusion: what to generate (default: GenerationSpec())
 
     def __post_init__(self):
         for name, cls in (("model", ModelRef), ("data", DataSpec)):
@@ -207,11 +256,18 @@ class SweepSpec:
         if self.workload is not None and not isinstance(self.workload, Workload):
             raise SpecError("SweepSpec.workload must be a Workload or None.")
         kind = registry.model_kind(self.kind)
+        if kind.name == "diffusion" and self.generation is None:
+            object.__setattr__(self, "generation", GenerationSpec())
+        if self.generation is not None and (kind.name != "diffusion" or not isinstance(self.generation, GenerationSpec)):
+            raise SpecError(f"Generation settings apply to diffusion models, not to a {kind.label.lower()}.")
         recipes = tuple(self.recipes)
         if not recipes or not all(isinstance(r, Recipe) for r in recipes):
             raise SpecError("Give at least one recipe to try (e.g. fp8 or int4_awq); the baseline runs with it.")
         for r in recipes:
-            if kind.name not in registry.precision(r.precision).model_kinds:
+            applies = (kind.name in registry.precision(r.precision).model_kinds
+                       and kind.name in registry.sparsity(r.sparsity).model_kinds
+                       and (r.kv_cache == "auto" or kind.name == "causal_lm"))
+            if not applies:
                 raise SpecError(f"{r.label} does not apply to a {kind.label.lower()}.")
         baseline = Recipe()
         ordered = [baseline] + [r for i, r in enumerate(recipes) if r != baseline and r not in recipes[:i]]
@@ -227,7 +283,7 @@ class SweepSpec:
 
     def experiments(self) -> list[ExperimentSpec]:
         """One spec per recipe, baseline first: their ids are the results' ids."""
-        return [ExperimentSpec(self.model, r, self.data, self.workload, self.device, self.kind)
+        return [ExperimentSpec(self.model, r, self.data, self.workload, self.device, self.kind, self.generation)
                 for r in self.recipes]
 
     def to_dict(self) -> dict[str, Any]:
@@ -257,6 +313,7 @@ class SweepSpec:
             workload=None if wl is None else _build(Workload, "workload", wl),
             runtime=d.get("runtime", "torch"), device=d.get("device", "auto"),
             kind=d.get("kind", DEFAULT_KIND), experiment=d.get("experiment"),
+            generation=None if d.get("generation") is None else _build(GenerationSpec, "generation", d["generation"]),
         )
 
     @classmethod
@@ -287,6 +344,8 @@ def _build(cls, what: str, d: Any):
         if not isinstance(d["batch_sizes"], (list, tuple)):
             raise SpecError("The workload's batch_sizes must be a list of whole numbers.")
         d = {**d, "batch_sizes": tuple(d["batch_sizes"])}
+    if cls is GenerationSpec:  # JSON lists -> tuples (checked in GenerationSpec itself)
+        d = {k: tuple(v) if k in ("labels", "prompts") and isinstance(v, list) else v for k, v in d.items()}
     try:
         return cls(**d)
     except TypeError as exc:  # e.g. a precision given as a number

@@ -7,7 +7,8 @@ import pytest
 from engine import pipeline
 from engine.cli import main
 from engine.errors import DataError, SpecError, TlabError, UnknownNameError
-from engine.spec import SCHEMA_VERSION, DataSpec, ExperimentSpec, ModelRef, Recipe, SweepSpec, Workload
+from engine.spec import (SCHEMA_VERSION, DataSpec, ExperimentSpec, GenerationSpec, ModelRef, Recipe, SweepSpec,
+                         Workload)
 
 
 def _spec(**changes):
@@ -37,7 +38,9 @@ def test_baseline_first_duplicates_dropped_and_ids_are_the_experiment_specs():
     (dict(recipes=()), SpecError, "at least one recipe"),
     (dict(runtime="tensorrt-llm"), UnknownNameError, "tensorrt_llm"),
     (dict(device="banana"), SpecError, "auto, cpu, cuda"),
-    (dict(kind="diffusion"), UnknownNameError, "causal_lm"),
+    (dict(kind="video"), UnknownNameError, "causal_lm, diffusion"),
+    (dict(kind="diffusion"), SpecError, "does not apply to a diffusion model"),
+    (dict(generation=GenerationSpec()), SpecError, "apply to diffusion models"),
     (dict(experiment="x" * 500), SpecError, "200 characters"),
 ])
 def test_bad_values_are_refused_on_creation(changes, error, words):
@@ -129,3 +132,35 @@ def test_a_cuda_device_that_is_not_there_is_refused_before_loading():
         with pytest.raises(UnsupportedOnDevice, match="no CUDA GPU"):
             resolve_device("cuda")
         assert resolve_device("auto") == "cpu"
+
+
+def test_a_diffusion_sweep_is_the_same_spec_with_generation_settings():
+    spec = SweepSpec(ModelRef("bundled-diffusion"), (Recipe("int8_sq"), Recipe("fp8")), kind="diffusion",
+                     generation=GenerationSpec(labels=[3, 7], steps=10, guidance_scale=2))
+    assert SweepSpec.from_json(spec.to_json()) == spec
+    assert spec.generation.labels == (3, 7) and spec.generation.guidance_scale == 2.0
+    ids = {e.id for e in spec.experiments()}
+    assert len(ids) == 3
+    other = spec.replace(generation=GenerationSpec(labels=[3, 7], steps=20, guidance_scale=2))
+    assert ids.isdisjoint(e.id for e in other.experiments())  # generation settings are part of a result's identity
+    assert SweepSpec(ModelRef("bundled-diffusion"), (Recipe("fp8"),), kind="diffusion").generation == GenerationSpec()
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(steps=0), "steps must be a positive"), (dict(labels=[]), "labels or the prompts"),
+    (dict(labels=[1.5]), "whole number"), (dict(prompts=[""], labels=[]), "non-empty text"),
+    (dict(guidance_scale=-1), "guidance scale"), (dict(resolution=4), "at least 8"),
+    (dict(scheduler="magic"), "ddim"), (dict(images_per_condition=10**6), "at most"),
+])
+def test_bad_generation_settings_are_refused(changes, words):
+    with pytest.raises(SpecError, match=words):
+        GenerationSpec(**changes)
+
+
+def test_cli_builds_a_diffusion_sweep(capsys):
+    assert main(["sweep", "--model", "bundled-diffusion", "--labels", "1,2", "--steps", "10", "--print-spec"]) == 0
+    spec = SweepSpec.from_json(capsys.readouterr().out)
+    assert spec.kind == "diffusion" and spec.generation.labels == (1, 2) and spec.generation.steps == 10
+    assert [r.precision for r in spec.recipes] == ["bf16", "int8_sq", "fp8"]
+    assert main(["sweep", "--model", "bundled-diffusion", "--precisions", "int4_awq", "--print-spec"]) == 2
+    assert "does not apply to a diffusion model" in capsys.readouterr().err

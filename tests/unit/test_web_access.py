@@ -50,6 +50,7 @@ def test_the_refusal_does_not_tell_whether_a_path_exists(home):
 def test_models_hub_ids_and_gguf_names(home):
     policy = WebPolicy.from_env()
     policy.check_model("bundled", None, False)
+    policy.check_model("bundled-diffusion", None, False)
     policy.check_model("HuggingFaceTB/SmolLM2-360M", None, False)
     with pytest.raises(NotAllowed, match="file name inside"):
         policy.check_model("bundled", "../../../../etc/passwd", False)
