@@ -150,6 +150,13 @@ def add_results_parser(sub) -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--precision", default=None)
     p.add_argument("--experiment", default=None)
+    p.add_argument("--speed-on", default=None, metavar="GPU",
+                   help="add each recipe's estimated speedup on this catalog GPU (e.g. h100-sxm) beside its "
+                        "measured accuracy")
+    p.add_argument("--batch", type=int, default=8, help="with --speed-on: batch size")
+    p.add_argument("--isl", type=int, default=1024, help="with --speed-on: input tokens")
+    p.add_argument("--osl", type=int, default=128, help="with --speed-on: output tokens")
+    p.add_argument("--tp", type=int, default=1, help="with --speed-on: tensor-parallel GPUs")
     p.set_defaults(func=run_results_cmd)
 
 
@@ -160,15 +167,38 @@ def run_results_cmd(args) -> int:
     if not records and args.format == "table":
         print("The store is empty. Run a sweep first: tlab sweep --model bundled", file=sys.stderr)
         return 0
-    _print_records(records, args.format)
+    columns = TABLE_COLUMNS
+    if args.speed_on:
+        _add_estimates(records, args)
+        columns = [c for c in TABLE_COLUMNS if c != "speedup"]
+        columns[-1:-1] = ["est_speedup", "est_speedup_low", "est_speedup_high"]
+    _print_records(records, args.format, columns)
     return 0
+
+
+def _add_estimates(records: list, args) -> None:
+    """Each result's estimated speedup on a catalog GPU, added in memory (never stored) with its
+    provenance: "estimated", on which GPU and workload, and how."""
+    import pandas as pd
+
+    from engine.perf import catalog
+    from engine.perf.on_gpu import GpuWorkload, estimated_speedups
+
+    catalog.gpu(args.speed_on)  # an unknown GPU: "did you mean" before any work
+    where = GpuWorkload(args.speed_on, args.batch, args.isl, args.osl, args.tp)
+    frame = pd.DataFrame([{"model": r.model, "precision": r.precision, "sparsity": r.sparsity,
+                           "kv_cache": r.kv_cache} for r in records])
+    est = estimated_speedups(frame, where)
+    for r, speed, low, high, note in zip(records, est["y_speedup"], est["y_low"], est["y_high"], est["speed_note"]):
+        r.metrics.update(est_speedup=speed, est_speedup_low=low, est_speedup_high=high)
+        r.provenance["speed_estimate"] = {"kind": "estimated", "device": where.gpu, "engine": note}
 
 
 TABLE_COLUMNS = ["model", "precision", "sparsity", "kv_cache", "perplexity", "ppl_increase_pct", "kl_div",
                  "top1_agreement", "speedup", "provenance"]
 
 
-def _print_records(records: list, fmt: str) -> None:
+def _print_records(records: list, fmt: str, columns: list[str] = TABLE_COLUMNS) -> None:
     from engine.store import export
 
     if fmt == "json":
@@ -176,7 +206,7 @@ def _print_records(records: list, fmt: str) -> None:
     elif fmt == "csv":
         sys.stdout.write(export.to_csv(records))
     else:
-        print(export.to_table(records, columns=TABLE_COLUMNS))
+        print(export.to_table(records, columns=columns))
         _print_provenance_notes(records)
 
 
@@ -188,11 +218,14 @@ def _print_provenance_notes(records: list) -> None:
     for r in records:
         if r.speed_not_measured:
             notes.append(f"  {r.precision}/{r.sparsity}: speed not measured — {r.speed_not_measured}")
-        for part in ("accuracy", "speed"):
+        for part in ("accuracy", "speed", "speed_estimate"):
             p = r.part(part)
             if not p:
                 continue
-            line = f"{part}: {p.get('kind')} on {_device_text(p.get('device'))} — {_how_text(p)}"
+            if part == "speed_estimate" and str(p.get("engine", "")).startswith("no estimate"):
+                notes.append(f"  {r.precision}/{r.sparsity}: {p['engine']}")
+                continue
+            line = f"{part.replace('_', ' ')}: {p.get('kind')} on {_device_text(p.get('device'))} — {_how_text(p)}"
             if line not in sources.setdefault(part, []):
                 sources[part].append(line)
         if r.is_baseline:  # the baseline's speedup against itself says nothing; its noise shows on each recipe

@@ -26,7 +26,9 @@ HOVER_FIELDS = [  # (column, label, number format) shown in the hover box when p
     ("batch_size", "Batch size", None), (ACCURACY_LOSS, "Perplexity increase (%)", ":.3f"),
     ("perplexity", "Perplexity", ":.3f"), ("baseline_perplexity", "Baseline perplexity", ":.3f"),
     ("kl_div", "KL divergence", ":.4f"), ("top1_agreement", "Top-1 agreement", ":.3f"),
-    ("y_speedup", "Speedup (x)", ":.3f"), ("y_decode_tok_s", "Decode tokens/s", ":.1f"),
+    ("y_speedup", "Speedup (x)", ":.3f"), ("y_low", "Speedup band low (x)", ":.3f"),
+    ("y_high", "Speedup band high (x)", ":.3f"), ("speed_note", "Speed", None),
+    ("y_decode_tok_s", "Decode tokens/s", ":.1f"),
     ("y_ttft_ms", "Time to first token (ms)", ":.1f"), ("device", "Device", None), ("backend", "Engine", None),
     ("accuracy_kind", "Accuracy numbers", None), ("speed_kind", "Speed numbers", None), ("id", "Result id", None),
 ]
@@ -166,15 +168,22 @@ def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = N
     fig = go.Figure()
     for (prec, point_kind), group in plot.groupby(["precision", "point_kind"], sort=True):
         custom, template = _hover(group)
+        band = None
+        if "y_low" in group and group["y_low"].notna().any():  # an estimate's band as an error bar
+            band = {"type": "data", "symmetric": False, "array": (group["y_high"] - group["y_speedup"]).to_numpy(),
+                    "arrayminus": (group["y_speedup"] - group["y_low"]).to_numpy(), "thickness": 1}
         fig.add_trace(scatter(
             x=group["x_loss"], y=group["y_speedup"], mode="markers", customdata=custom, hovertemplate=template,
+            error_y=band,
             name=f"{registry.PRECISIONS[prec].label if prec in registry.PRECISIONS else prec} ({point_kind})",
             legendgroup=str(prec),
             marker={"symbol": PROVENANCE_SYMBOLS.get(point_kind, "circle"), "size": 10,
                     "color": PRECISION_COLORS.get(prec, "#7F7F7F"), "line": {"width": 1, "color": "#333"}}))
     front = pareto_frontier(plot)
     if len(front) >= 1:
-        fig.add_trace(go.Scatter(x=front["x_loss"], y=front["y_speedup"], mode="lines", name="Pareto frontier",
+        kinds = "/".join(sorted(set(front["point_kind"])))
+        fig.add_trace(go.Scatter(x=front["x_loss"], y=front["y_speedup"], mode="lines",
+                                 name=f"Pareto frontier ({kinds} speed)",
                                  line={"color": "#444", "dash": "dash"}, hoverinfo="skip"))
     if published is not None and len(published):
         for prec, group in published.groupby("precision", sort=True):  # one legend entry per precision

@@ -6,6 +6,7 @@ import streamlit as st
 
 from app import nav, state, sweeps
 from engine import plots
+from engine.perf import catalog, on_gpu
 from engine.store.export import to_csv
 
 TABLE_COLUMNS = ["recipe", "model", "experiment", "x_loss", "y_speedup", "perplexity", "kl_div",
@@ -73,7 +74,37 @@ def _why_no_speedup(view: pd.DataFrame) -> None:
                    "(see the table).")
 
 
+SPEED_ON = {"here": "this machine (measured)", "gpu": "a catalog GPU (estimated)"}
+
+
+def _speed_on(chart: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
+    """The user's choice of speed axis: measured here, or estimated on a catalog GPU for a workload."""
+    where = st.radio("Speed on", list(SPEED_ON), format_func=SPEED_ON.get, horizontal=True, key="speed_on",
+                     help="Accuracy is always what was measured here. Speed is either measured on this machine "
+                          "or estimated for a GPU you may deploy on (calibrated roofline, with its band).")
+    if where == "here":
+        return chart, None
+    gpus = list(catalog.gpus())
+    c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1, 1])
+    gpu = c1.selectbox("GPU", gpus, index=gpus.index("h100-sxm") if "h100-sxm" in gpus else 0, key="est_gpu")
+    batch = c2.number_input("Batch", 1, 4096, 8, key="est_batch")
+    isl = c3.number_input("Input tokens", 1, 1_000_000, 1024, key="est_isl")
+    osl = c4.number_input("Output tokens", 1, 1_000_000, 128, key="est_osl")
+    tp = c5.selectbox("TP", [1, 2, 4, 8], key="est_tp")
+    workload = on_gpu.GpuWorkload(gpu, int(batch), int(isl), int(osl), int(tp))
+    estimated = on_gpu.estimated_speedups(chart, workload)
+    missing = on_gpu.notes(estimated)
+    if missing:
+        st.warning("No estimate for some recipes:\n\n" + "\n".join(
+            f"- {', '.join(sorted(set(recipes)))}: {why.removeprefix('no estimate: ')}"
+            for why, recipes in list(missing.items())[:6]))
+    return estimated, f"Speedup on {gpu} (estimated: {workload.text}) vs accuracy loss measured here"
+
+
 def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | None = None) -> None:
+    if (view["speed_kind"] == "estimated").all() and view["y_speedup"].notna().any():
+        st.plotly_chart(plots.speedup_accuracy_figure(view, published, title=title), key=key, config=PLOTLY_CONFIG)
+        return
     if plots.has_speed(view) and view["y_speedup"].notna().any():
         fig = plots.speedup_accuracy_figure(view, published, title=title)
         st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
@@ -94,12 +125,13 @@ if frame.empty:
     st.stop()
 
 view, batch = _filters(frame)
-chart = plots.chart_frame(view, batch)
+chart, est_title = _speed_on(plots.chart_frame(view, batch))
 
 published = state.published_points()
 overlay = plots.matching_published(published, chart) if not published.empty else published
-_chart(chart, overlay if len(overlay) else None, key="main_chart")
-_why_no_speedup(chart)
+_chart(chart, overlay if len(overlay) else None, key="main_chart", title=est_title)
+if est_title is None:
+    _why_no_speedup(chart)
 if len(overlay):
     st.caption("Hollow squares are **published** NVIDIA measurements for the same model and precision: their "
                "accuracy loss is MMLU loss, not perplexity, and their speed is from their own GPU and engine.")

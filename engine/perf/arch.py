@@ -3,9 +3,11 @@
 Only the numbers in a Hugging Face config.json are used; parameter counts are derived from them.
 """
 
+import dataclasses
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +18,8 @@ from engine.errors import ModelLoadError, UnknownNameError
 from engine.paths import asset
 
 # Families whose MLP is up -> act -> down (2 matrices); everything else here is gated (3 matrices).
+# "-Instruct", "-chat", "-it" (and "-Instruct-v0.2"...): fine-tuned variants share the base's architecture
+TUNED_SUFFIX = re.compile(r"[-_](instruct|chat|it)([-_]v?\d+(\.\d+)*)?$", re.IGNORECASE)
 TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3", "mpt"}
 UNGATED_TYPES = {"gptj", "falcon", "mpt", "gpt2", "gpt_neox", "opt", "bloom", "gpt_bigcode", "phi"}
 
@@ -165,6 +169,15 @@ def resolve(model) -> Architecture:
     tails = [k for k in cat if k.split("/")[-1].lower() == name.lower()]
     if len(tails) == 1:  # "Llama-3.1-8B" without the organization
         return cat[tails[0]]
+    base = TUNED_SUFFIX.sub("", name)
+    if base != name and not Path(name).expanduser().exists():
+        try:  # an instruction-tuned variant has its base model's architecture
+            found = resolve(base)
+        except (ModelLoadError, UnknownNameError):
+            found = None
+        if found is not None:
+            return dataclasses.replace(found, name=name, source=f"{found.source} (the architecture of {found.name}; "
+                                                                f"{name} is a tuned variant of it)")
     p = Path(name).expanduser()
     if p.is_dir():
         p = p / "config.json"

@@ -62,7 +62,7 @@ def test_results_page_draws_points_frontier_and_table(app_home):
     at = open_page("results")
     fig = plotly_figures(at)[0]
     names = [t.get("name", "") for t in fig["data"]]
-    assert "Pareto frontier" in names
+    assert "Pareto frontier (measured speed)" in names
     points = sum(len(trace_values(t["x"])) for t in fig["data"] if t.get("mode") == "markers")
     assert points == 25
     assert "Speedup" in fig["layout"]["yaxis"]["title"]["text"]
@@ -169,3 +169,27 @@ def test_recipes_without_fast_kernels_say_so(app_home):
     assert any("no fast FP8 kernels" in w.value for w in at.warning)
     fig = plotly_figures(at)[0]
     assert sum(len(trace_values(t["x"])) for t in fig["data"] if t.get("mode") == "markers") == 1
+
+
+def test_speed_on_a_catalog_gpu_gives_every_recipe_an_estimated_point(app_home):
+    """Accuracy measured here, speed estimated for the GPU you will deploy on: FP8 and W4A8, which have
+    no CPU kernels, get a point too; a recipe the GPU cannot run says why."""
+    from tests.app.results_data import make_record
+
+    model = "HuggingFaceTB/SmolLM2-135M-Instruct (bundled GGUF Q4_1)"
+    records = [make_record("here", p, i, model=model, with_speed=p in ("bf16", "int8_sq"))
+               for i, p in enumerate(["bf16", "fp8", "int8_sq", "w4a8_awq", "nvfp4"])]
+    app_home.save_results(records)
+    at = open_page("results")
+    at.radio(key="speed_on").set_value("gpu").run()
+    assert not at.exception
+    at.selectbox(key="est_gpu").set_value("h100-sxm").run()
+    fig = plotly_figures(at)[0]
+    assert "h100-sxm" in fig["layout"]["title"]["text"] and "estimated" in fig["layout"]["title"]["text"]
+    points = [t for t in fig["data"] if t.get("mode") == "markers" and "published" not in t.get("name", "")]
+    assert {t["marker"]["symbol"] for t in points} == {"diamond-open"}
+    assert sorted(t["name"] for t in points) == ["BF16 (estimated)", "FP8 (estimated)", "INT8 SmoothQuant (estimated)",
+                                                 "W4A8 AWQ (estimated)"]  # all but NVFP4, measured speed or not
+    assert any(t.get("error_y", {}).get("array") is not None for t in points)  # the estimate's band
+    assert "Pareto frontier (estimated speed)" in [t.get("name") for t in fig["data"]]
+    assert any("NVFP4" in w.value and "Blackwell" in w.value for w in at.warning)

@@ -77,7 +77,7 @@ def test_speedup_figure_has_points_frontier_and_provenance_shapes():
     markers = [t for t in fig.data if t.mode == "markers"]
     assert sum(len(t.x) for t in markers) == 20
     assert {t.marker.symbol for t in markers} == {"circle"}  # all measured
-    front = next(t for t in fig.data if t.name == "Pareto frontier")
+    front = next(t for t in fig.data if t.name == "Pareto frontier (measured speed)")
     expected = chart[plots.pareto_mask(chart["x_loss"], chart["y_speedup"])]
     assert sorted(front.x) == sorted(expected["x_loss"])
     assert front.line.shape in (None, "linear")  # points joined in order, not steps that read like a threshold

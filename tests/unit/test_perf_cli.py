@@ -97,3 +97,31 @@ def test_missing_flags_and_unknown_jsonl_fields(tmp_path, capsys):
                              "tensor_parallel": 2}))
     rc, out, _ = run(capsys, "estimate", "--input", str(f))
     assert rc == 2 and "tensor_parallel" in json.loads(out)["error"]
+
+
+def test_results_speed_on_a_gpu_adds_estimates_with_their_provenance(capsys, tmp_path, monkeypatch):
+    from engine.store import open_store
+    from tests.app.results_data import make_record
+
+    monkeypatch.setenv("TLAB_HOME", str(tmp_path))
+    model = "HuggingFaceTB/SmolLM2-135M-Instruct (bundled GGUF Q4_1)"
+    open_store().save_results([make_record("x", p, i, model=model, with_speed=False)
+                               for i, p in enumerate(["bf16", "fp8", "nvfp4"])])
+    from engine.cli import main as tlab
+
+    def run(capsys, *argv):
+        rc = tlab(list(argv))
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    rc, out, err = run(capsys, "results", "--speed-on", "h100-sxm", "--format", "json")
+    rows = {r["precision"]: r for r in json.loads(out)}
+    assert rc == 0 and rows["bf16"]["est_speedup"] == 1.0
+    fp8 = rows["fp8"]
+    assert fp8["est_speedup_low"] < fp8["est_speedup"] < fp8["est_speedup_high"]
+    assert fp8["provenance_detail"]["speed_estimate"]["kind"] == "estimated"
+    assert "h100-sxm" in fp8["provenance_detail"]["speed_estimate"]["engine"]
+    assert rows["nvfp4"]["est_speedup"] is None and "Blackwell" in rows["nvfp4"]["provenance_detail"]["speed_estimate"]["engine"]
+    assert open_store().get_result(rows["fp8"]["id"]).metrics.get("est_speedup") is None  # never stored
+    rc, out, err = run(capsys, "results", "--speed-on", "h100")
+    assert rc == 2 and "Did you mean" in err
