@@ -242,7 +242,13 @@ def _speed_metrics(speed: list, baseline: list) -> dict[str, float]:
             out[f"speedup_bs{m.batch_size}"] = ratio
             if i == 0:
                 out["speedup"] = ratio
+    bits = COMPUTE_BITS.get(str(speed[0].provenance.get("compute_dtype"))) if speed else None
+    if bits:  # what the unquantized parts computed in: a CPU "BF16" baseline runs in FP32
+        out["speed_compute_bits"] = float(bits)
     return out
+
+
+COMPUTE_BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
 
 
 def _speed_provenance(speed: list, baseline: list) -> dict:

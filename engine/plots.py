@@ -37,8 +37,12 @@ HOVER_FIELDS = [  # (column, label, number format) shown in the hover box when p
 # --- data preparation ---------------------------------------------------------------------------
 
 def recipe_labels(df: pd.DataFrame) -> pd.Series:
-    """'INT8 SmoothQuant + 2:4 SparseGPT + KV FP8' per row (vectorized)."""
+    """'INT8 SmoothQuant + 2:4 SparseGPT + KV FP8' per row (vectorized). A baseline is named as it ran:
+    'BF16 weights, FP32 compute' where its speed was measured in float32 (a CPU)."""
     prec = df["precision"].map({k: p.label for k, p in registry.PRECISIONS.items()}).fillna(df["precision"])
+    if "speed_compute_bits" in df:
+        fp32 = df["precision"].isin(registry.BASELINES) & (df["speed_compute_bits"] == 32)
+        prec = prec.where(~fp32, prec + " weights, FP32 compute")
     sparse = df["sparsity"].map({k: s.label for k, s in registry.SPARSITIES.items()}).fillna(df["sparsity"])
     label = prec.astype(str)
     label = label.where(df["sparsity"].isin(["none"]) | df["sparsity"].isna(), label + " + " + sparse.astype(str))
@@ -150,6 +154,15 @@ def _hover(df: pd.DataFrame) -> tuple[np.ndarray, str]:
     return custom.to_numpy(), "<br>".join(lines) + "<extra></extra>"
 
 
+def _trace_label(prec: str, group: pd.DataFrame) -> str:
+    """The legend name of a precision's points: a baseline measured in FP32 says so."""
+    label = registry.PRECISIONS[prec].label if prec in registry.PRECISIONS else str(prec)
+    if prec in registry.BASELINES and "speed_compute_bits" in group and (group["speed_compute_bits"] == 32).all() \
+            and (group.get("speed_kind") == "measured").all():
+        return f"{label} weights, FP32 compute"
+    return label
+
+
 PERPLEXITY_AXIS = "Accuracy loss: perplexity increase vs baseline (%)"
 MMLU_AXIS = "Accuracy loss: MMLU loss vs the source's own baseline (%)"
 
@@ -175,7 +188,7 @@ def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = N
         fig.add_trace(scatter(
             x=group["x_loss"], y=group["y_speedup"], mode="markers", customdata=custom, hovertemplate=template,
             error_y=band,
-            name=f"{registry.PRECISIONS[prec].label if prec in registry.PRECISIONS else prec} ({point_kind})",
+            name=f"{_trace_label(prec, group)} ({point_kind})",
             legendgroup=str(prec),
             marker={"symbol": PROVENANCE_SYMBOLS.get(point_kind, "circle"), "size": 10,
                     "color": PRECISION_COLORS.get(prec, "#7F7F7F"), "line": {"width": 1, "color": "#333"}}))

@@ -116,3 +116,16 @@ def test_accuracy_figure_plots_loss_only():
     frame = _frame([make_record("x", p, i, with_speed=False) for i, p in enumerate(["bf16", "fp8", "int8_sq"])])
     fig = plots.accuracy_figure(plots.chart_frame(frame))
     assert fig.data[0].type == "bar" and len(fig.data[0].y) == 3
+
+
+def test_a_cpu_baseline_is_named_as_it_ran():
+    """The PyTorch runtime computes a CPU baseline in float32: the legend and table must not say BF16 alone."""
+    records = [make_record("cpu", p, i) for i, p in enumerate(["bf16", "int8_sq"])]
+    frame = _frame(records)
+    frame["speed_compute_bits"] = 32.0
+    chart = plots.chart_frame(frame, 1)
+    assert list(chart["recipe"]) == ["BF16 weights, FP32 compute", "INT8 SmoothQuant"]
+    names = [t.name for t in plots.speedup_accuracy_figure(chart).data]
+    assert "BF16 weights, FP32 compute (measured)" in names and "INT8 SmoothQuant (measured)" in names
+    frame["speed_compute_bits"] = 16.0  # a GPU baseline in bf16 keeps its name
+    assert list(plots.chart_frame(frame, 1)["recipe"])[0] == "BF16"

@@ -60,6 +60,7 @@ def test_measured_speed_with_provenance(benchmarked, capsys, monkeypatch):
     if "speedup" in int8:
         assert isinstance(int8["speedup"], float) and int8["speedup"] > 0
     assert "speedup" not in rows["bf16"] or rows["bf16"]["speedup"] == pytest.approx(1.0)
+    assert rows["bf16"]["speed_compute_bits"] == 32  # the CPU baseline ran in float32, and says so
 
 
 def test_unmeasurable_recipe_keeps_accuracy_and_says_why(benchmarked, capsys, monkeypatch):
