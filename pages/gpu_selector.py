@@ -75,6 +75,18 @@ except TlabError as e:
 best = selector.explain_best(table, ttft or None, tpot or None)
 (st.success if table["feasible"].any() else st.warning)(best, icon="🏆")
 
+per_precision = selector.best_per_precision(table)
+if len(per_precision) > 1:
+    st.subheader("Best option per precision")
+    side = per_precision.rename(columns={"output_tokens_per_sec_per_gpu": "tok/s per GPU",
+                                         "cost_per_million_output_tokens": "$ per M output tokens",
+                                         "uncertainty_rel": "± band"})
+    st.dataframe(side[["precision", "gpu", "tp", "batch", "tok/s per GPU", "$ per M output tokens", "± band"]],
+                 hide_index=True, key="sel_per_precision",
+                 column_config={"tok/s per GPU": st.column_config.NumberColumn(format="%.0f"),
+                                "$ per M output tokens": st.column_config.NumberColumn(format="$%.3f"),
+                                "± band": st.column_config.NumberColumn(format="percent")})
+
 st.subheader("Ranked options")
 shown = table.rename(columns={"output_tokens_per_sec_per_gpu": "tok/s per GPU", "ttft_ms": "TTFT ms",
                               "tpot_ms": "TPOT ms", "cost_per_million_output_tokens": "$ per M output tokens",
@@ -92,7 +104,8 @@ st.caption("Batch = the best batch under the limits. TTFT counts the prefill of 
            "are estimated; the band is the calibration's error on similar measured points.")
 
 feasible = table[table["feasible"]]
-default_plot = list(feasible["option"].head(4)) or list(curves)[:4]
+# the best option of every selected precision, so a comparison of formats shows each of them
+default_plot = list(per_precision["option"]) or list(feasible["option"].head(4)) or list(curves)[:4]
 # keyed by the candidates, so the default (the best options) follows when the inputs change
 plot_options = st.multiselect("Options to plot", list(curves), default=[o for o in default_plot if o in curves],
                               key=f"sel_plot_{abs(hash(tuple(curves))) % 10**8}")

@@ -12,8 +12,9 @@ def throughput_curves_figure(curves: dict, points=None, title: str = "Throughput
     fig = go.Figure()
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                "#bcbd22", "#17becf"]
-    for i, (label, df) in enumerate(curves.items()):
-        color = palette[i % len(palette)]
+    colors = {label: palette[i % len(palette)] for i, label in enumerate(curves)}  # one colour per series
+    for label, df in curves.items():
+        color = colors[label]
         fig.add_trace(go.Scatter(x=list(df.batch) + list(df.batch[::-1]),
                                  y=list(df.high_per_gpu) + list(df.low_per_gpu[::-1]), fill="toself",
                                  fillcolor=color, opacity=0.12, line={"width": 0}, hoverinfo="skip",
@@ -29,7 +30,8 @@ def throughput_curves_figure(curves: dict, points=None, title: str = "Throughput
         for (label, prov), g in points.groupby(["option", "provenance"]):
             fig.add_trace(go.Scatter(
                 x=g.batch, y=g.output_tokens_per_sec_per_gpu, mode="markers", name=f"{label} ({prov})",
-                marker={"symbol": SYMBOL.get(prov, "circle"), "size": 11, "line": {"width": 1, "color": "black"}},
+                marker={"symbol": SYMBOL.get(prov, "circle"), "size": 11, "color": colors.get(label, "#7f7f7f"),
+                        "line": {"width": 1, "color": "black"}}, legendgroup=label,
                 customdata=g.source, hovertemplate=(f"<b>{label}</b> {prov}<br>batch %{{x}}<br>"
                                                     "%{y:,.0f} tok/s per GPU<br>%{customdata}<extra></extra>")))
     # ticks at 1, 2, 4, 8, ... (the batches swept) instead of plotly's crowded log minor labels

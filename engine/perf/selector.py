@@ -108,6 +108,14 @@ def rank(model, gpu_ids, precisions, isl: int, osl: int, calibration, tps=TP_OPT
     return table.reset_index(drop=True), curves
 
 
+def best_per_precision(table: pd.DataFrame) -> pd.DataFrame:
+    """The cheapest feasible option of each precision, cheapest first (for side-by-side comparison)."""
+    if table.empty:
+        return table
+    feasible = table[table["feasible"]]
+    return feasible.drop_duplicates("precision", keep="first").reset_index(drop=True)
+
+
 def explain_best(table: pd.DataFrame, ttft_limit_ms=None, tpot_limit_ms=None) -> str:
     """One sentence on the best option, or why there is none."""
     feasible = table[table.get("feasible", False) == True] if not table.empty else table  # noqa: E712
@@ -120,8 +128,10 @@ def explain_best(table: pd.DataFrame, ttft_limit_ms=None, tpot_limit_ms=None) ->
     runner = ""
     if len(feasible) > 1:
         r = feasible.iloc[1]
-        runner = (f", {r.cost_per_million_output_tokens / b.cost_per_million_output_tokens:.1f}x cheaper "
-                  f"than the runner-up {r.option}")
+        ratio = r.cost_per_million_output_tokens / b.cost_per_million_output_tokens
+        band = max(float(b.uncertainty_rel), float(r.uncertainty_rel))
+        runner = (f"; a tie with the runner-up {r.option} within the estimates' ±{band:.0%}" if ratio - 1 <= band
+                  else f", {ratio:.2f}x cheaper than the runner-up {r.option}")
     return (f"{b.gpu} with {b.precision} at TP{int(b.tp)} is the cheapest option"
             + (f" under {' and '.join(limits)}" if limits else "")
             + f": about ${b.cost_per_million_output_tokens:.2f} per million output tokens at batch "

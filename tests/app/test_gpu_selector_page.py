@@ -84,3 +84,29 @@ def test_workload_preset_sets_lengths(app_home):
     at = run_page(sel_workload="long context", sel_gpus=["h200"], sel_prec=["fp8"], sel_tp=[1])
     assert not at.exception, at.exception
     assert at.number_input(key="sel_isl_long context").value == 32768
+
+
+def test_comparing_formats_shows_the_best_of_each_side_by_side(app_home):
+    at = run_page(sel_prec=["fp8", "int4_awq"])
+    assert not at.exception
+    side = _frame(at, "sel_per_precision")
+    assert set(side["precision"]) == {"fp8", "int4_awq"}
+    curves = [f for f in plotly_figures(at) if "Throughput per GPU" in str(f["layout"].get("title"))][0]
+    lines = {t["name"] for t in curves["data"] if t.get("mode") == "lines+markers"}
+    assert any("fp8" in n for n in lines) and any("int4_awq" in n for n in lines)  # each precision plotted
+    assert "1.0x cheaper" not in "\n".join(s.value for s in at.success)
+
+
+def test_a_tie_is_called_a_tie():
+    import pandas as pd
+
+    from engine.perf.selector import explain_best
+
+    table = pd.DataFrame([
+        {"feasible": True, "gpu": "h100-sxm", "precision": "fp8", "tp": 1, "batch": 8, "option": "h100 fp8",
+         "cost_per_million_output_tokens": 1.00, "output_tokens_per_sec_per_gpu": 1000.0, "uncertainty_rel": 0.2},
+        {"feasible": True, "gpu": "h200", "precision": "fp8", "tp": 1, "batch": 8, "option": "h200 fp8",
+         "cost_per_million_output_tokens": 1.05, "output_tokens_per_sec_per_gpu": 900.0, "uncertainty_rel": 0.2}])
+    assert "a tie with the runner-up h200 fp8 within the estimates' ±20%" in explain_best(table)
+    table.loc[1, "cost_per_million_output_tokens"] = 2.0
+    assert "2.00x cheaper than the runner-up" in explain_best(table)
