@@ -16,7 +16,7 @@ from engine.errors import SpecError, TlabError, UnsupportedOnDevice
 from engine.system import describe_device, resolve_device, versions
 from engine.quantize import apply_recipe, check_runnable, round_to_bf16
 from engine.spec import DataSpec, ExperimentSpec, ModelRef, Recipe, SweepSpec
-from engine.store.entities import Result
+from engine.store.entities import PARTIAL, Result
 
 BASELINE = Recipe("bf16", "none", "auto")
 Progress = Callable[[float, str], None]
@@ -77,7 +77,7 @@ def run_causal_lm_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     workload = spec.workload
     runtime, unmeasurable = _runtime_for(spec.runtime, specs, device) if workload is not None else (None, {})
     experiment = spec.experiment or f"{loc.name} sweep"
-    todo = [s for s in specs if force or not store.has_result(s.id)]
+    todo = [s for s in specs if force or not finished(store, s.id)]
     if todo and workload is not None and specs[0] not in todo:
         todo.insert(0, specs[0])  # speedups need the baseline measured in the same run
     if not todo:
@@ -90,7 +90,7 @@ def run_causal_lm_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     with job_threads(device) as threads:  # CPU: only the cores other programs leave free
         ctx = _Context.load(spec.model, spec.data, device, progress, threads)
         acc_share = 0.8 if runtime is None else 0.6
-        to_benchmark = []
+        to_benchmark, results = [], []
         for n, exp in enumerate(todo):
             start, width = 0.2 + acc_share * n / len(todo), acc_share / len(todo)
             result, calibrated = _run_one(ctx, exp, experiment, loc.name,
@@ -100,13 +100,26 @@ def run_causal_lm_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
                     result.provenance["speed_not_measured"] = unmeasurable[exp.recipe]
                 else:
                     to_benchmark.append((exp, result, runtime.deploy(calibrated, exp.recipe)))
+            result.status = PARTIAL  # until the whole sweep is done: a cancelled one leaves them marked
             store.save_result(result)
+            results.append(result)
             del calibrated
             _release_memory()  # modelopt's quantized copy holds cycles; free it before the next recipe
         if to_benchmark:
             _speed_stage(runtime, to_benchmark, store, lambda f, s: progress(0.8 + 0.2 * f, s))
+        for result in results:
+            result.status = "done"
+        store.save_results(results)  # one transaction: the sweep's results become final together
         progress(1.0, "done")
         return [store.get_result(s.id) for s in specs]
+
+
+def finished(store: Any, result_id: str) -> bool:
+    """A result to reuse: stored by a sweep that finished (not one left partial by a cancelled sweep)."""
+    if not store.has_result(result_id):
+        return False
+    result = store.get_result(result_id)
+    return result is not None and result.status == "done"
 
 
 def _release_memory() -> None:

@@ -120,6 +120,11 @@ def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | N
 
 st.title("Results")
 frame = state.results_frame()
+partial = frame[frame["status"] == "partial"] if len(frame) else frame
+frame = frame[frame["status"] != "partial"] if len(frame) else frame
+if len(partial):
+    st.caption(f"{len(partial)} result(s) from sweeps that were stopped before they finished are left out "
+               "(run those sweeps again: what finished is reused).")
 if frame.empty:
     _empty_state()
     st.stop()

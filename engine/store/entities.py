@@ -46,6 +46,9 @@ class Measurement:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
+PARTIAL = "partial"  # a Result's status while its sweep runs; "done" once the whole sweep finished
+
+
 @dataclass
 class Result:
     """One recipe's outcome. `provenance` has a part per kind of number ("accuracy", "speed"), each
@@ -58,7 +61,7 @@ class Result:
     sparsity: str = "none"
     kv_cache: str = "auto"
     experiment: str | None = None
-    status: str = "done"
+    status: str = "done"  # or PARTIAL: its sweep was stopped before it finished
     spec: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     units: dict[str, str] = field(default_factory=dict)

@@ -193,3 +193,15 @@ def test_speed_on_a_catalog_gpu_gives_every_recipe_an_estimated_point(app_home):
     assert any(t.get("error_y", {}).get("array") is not None for t in points)  # the estimate's band
     assert "Pareto frontier (estimated speed)" in [t.get("name") for t in fig["data"]]
     assert any("NVFP4" in w.value and "Blackwell" in w.value for w in at.warning)
+
+
+def test_results_of_a_sweep_that_was_stopped_are_left_out(app_home):
+    from tests.app.results_data import make_record
+
+    done = [make_record("complete", p, i) for i, p in enumerate(["bf16", "fp8"])]
+    cut = [{**make_record("cancelled", p, i + 5), "status": "partial"} for i, p in enumerate(["bf16", "int8_sq"])]
+    app_home.save_results(done + cut)
+    at = open_page("results")
+    table = at.dataframe[0].value
+    assert set(table["experiment"]) == {"complete"}
+    assert any("stopped before they finished" in c.value for c in at.caption)

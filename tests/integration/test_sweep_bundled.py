@@ -73,6 +73,7 @@ def test_every_result_carries_measured_provenance(sweep):
         assert acc["kind"] == "measured" and acc["device"].startswith("cpu")
         assert "nvidia-modelopt" in acc["versions"]
         assert "speedup" not in r.metrics  # no speed stage ran: no speedup may appear
+        assert r.status == "done"  # the sweep finished: none is left marked partial
 
 
 def test_rerun_reuses_and_json_export_matches(sweep, capsys, monkeypatch):

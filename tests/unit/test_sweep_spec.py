@@ -164,3 +164,15 @@ def test_cli_builds_a_diffusion_sweep(capsys):
     assert [r.precision for r in spec.recipes] == ["bf16", "int8_sq", "fp8"]
     assert main(["sweep", "--model", "bundled-diffusion", "--precisions", "int4_awq", "--print-spec"]) == 2
     assert "does not apply to a diffusion model" in capsys.readouterr().err
+
+
+def test_only_results_of_finished_sweeps_are_reused(tmp_path, monkeypatch):
+    from engine.store import open_store
+    from tests.app.results_data import make_record
+
+    monkeypatch.setenv("TLAB_HOME", str(tmp_path))
+    store = open_store()
+    done, cut = make_record("a", "fp8", 1), {**make_record("b", "int8_sq", 2), "status": "partial"}
+    store.save_results([done, cut])
+    assert pipeline.finished(store, done["id"]) and not pipeline.finished(store, cut["id"])
+    assert not pipeline.finished(store, "no-such-id")
