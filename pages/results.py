@@ -123,8 +123,8 @@ frame = state.results_frame()
 partial = frame[frame["status"] == "partial"] if len(frame) else frame
 frame = frame[frame["status"] != "partial"] if len(frame) else frame
 if len(partial):
-    st.caption(f"{len(partial)} result(s) from sweeps that were stopped before they finished are left out "
-               "(run those sweeps again: what finished is reused).")
+    st.caption(f"{len(partial)} result(s) from sweeps still running, or stopped before they finished, are left "
+               "out until their sweep completes (a stopped sweep run again reuses nothing it left partial).")
 if frame.empty:
     _empty_state()
     st.stop()
