@@ -196,11 +196,16 @@ def _add_estimates(records: list, args) -> None:
 
 TABLE_COLUMNS = ["model", "precision", "sparsity", "kv_cache", "perplexity", "ppl_increase_pct", "kl_div",
                  "top1_agreement", "speedup", "provenance"]
+DIFFUSION_COLUMNS = ["model", "precision", "task_accuracy", "task_accuracy_loss_pts", "psnr_db", "ssim",
+                     "speedup", "provenance"]
 
 
-def _print_records(records: list, fmt: str, columns: list[str] = TABLE_COLUMNS) -> None:
+def _print_records(records: list, fmt: str, columns: list[str] | None = None) -> None:
     from engine.store import export
 
+    if columns is None:  # a diffusion sweep's table shows image quality, not perplexity
+        diffusion = records and all((r.spec or {}).get("kind") == "diffusion" for r in records)
+        columns = DIFFUSION_COLUMNS if diffusion else TABLE_COLUMNS
     if fmt == "json":
         print(export.to_json(records))
     elif fmt == "csv":

@@ -77,7 +77,7 @@ def run_causal_lm_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     workload = spec.workload
     runtime, unmeasurable = _runtime_for(spec.runtime, specs, device) if workload is not None else (None, {})
     experiment = spec.experiment or f"{loc.name} sweep"
-    todo = [s for s in specs if force or not finished(store, s.id)]
+    todo = [s for s in specs if force or not store.has_finished_result(s.id)]
     if todo and workload is not None and specs[0] not in todo:
         todo.insert(0, specs[0])  # speedups need the baseline measured in the same run
     if not todo:
@@ -113,13 +113,6 @@ def run_causal_lm_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
         progress(1.0, "done")
         return [store.get_result(s.id) for s in specs]
 
-
-def finished(store: Any, result_id: str) -> bool:
-    """A result to reuse: stored by a sweep that finished (not one left partial by a cancelled sweep)."""
-    if not store.has_result(result_id):
-        return False
-    result = store.get_result(result_id)
-    return result is not None and result.status == "done"
 
 
 def _release_memory() -> None:

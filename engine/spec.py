@@ -256,6 +256,8 @@ class SweepSpec:
         if self.workload is not None and not isinstance(self.workload, Workload):
             raise SpecError("SweepSpec.workload must be a Workload or None.")
         kind = registry.model_kind(self.kind)
+        if kind.name == "diffusion" and self.model.source == BUNDLED_MODEL:  # "the bundled model" of that kind
+            object.__setattr__(self, "model", dataclasses.replace(self.model, source=BUNDLED_DIFFUSION))
         if kind.name == "diffusion" and self.generation is None:
             object.__setattr__(self, "generation", GenerationSpec())
         if self.generation is not None and (kind.name != "diffusion" or not isinstance(self.generation, GenerationSpec)):

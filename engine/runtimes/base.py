@@ -17,7 +17,7 @@ from engine.store.entities import Measurement
 
 # Metrics where a smaller number is better; every other metric is a rate (bigger is better).
 LOWER_IS_BETTER = frozenset({
-    "prefill_ms", "ttft_ms", "tpot_ms", "request_latency_ms", "latency_ms",
+    "prefill_ms", "ttft_ms", "tpot_ms", "request_latency_ms", "latency_ms", "step_latency_ms",
     "request_latency_p50_ms", "request_latency_p90_ms", "request_latency_p99_ms", "peak_memory_mb",
 })
 
@@ -130,17 +130,19 @@ RunRounds = Callable[[int, bool, int], list[list[dict[str, float]]]]  # (rounds,
 
 def runs_until_steady(run_rounds: RunRounds, repeats: int, max_repeats: int,
                       max_spread: float = DEFAULT_MAX_SPREAD,
-                      on_more: Callable[[float, int], None] | None = None) -> list[list[dict[str, float]]]:
+                      on_more: Callable[[float, int], None] | None = None,
+                      metric: str | None = None) -> list[list[dict[str, float]]]:
     """`repeats` interleaved rounds from `run_rounds`, then more while any model's spread on the
     speed metric is over `max_spread`, up to `max_repeats` rounds in all (a burst of load from other
     programs usually passes, as pyperf and timeit assume). The spread is never trimmed: a machine
-    that stays noisy still gets its speedup refused, with the reason. One list of runs per model."""
+    that stays noisy still gets its speedup refused, with the reason. One list of runs per model.
+    `metric`: the one whose spread decides (default: the token rate a speedup is taken on)."""
     runs: list[list[dict[str, float]]] = []
     while True:
         done = len(runs[0]) if runs else 0
         more = run_rounds(min(repeats, max_repeats - done), not runs, done)
         runs = [a + b for a, b in zip(runs, more)] if runs else [list(r) for r in more]
-        worst = worst_spread(runs, speed_metric_of(runs[0][0]))
+        worst = worst_spread(runs, metric or speed_metric_of(runs[0][0]))
         if worst is None or worst <= max_spread or len(runs[0]) >= max_repeats:
             return runs
         if on_more:

@@ -48,6 +48,13 @@ class Store(ABC):
     @abstractmethod
     def has_result(self, result_id: str) -> bool: ...
 
+    def has_finished_result(self, result_id: str) -> bool:
+        """A result to reuse: stored by a sweep that finished (not one it left "partial" when stopped)."""
+        if not self.has_result(result_id):
+            return False
+        result = self.get_result(result_id)
+        return result is not None and result.status == "done"
+
     @abstractmethod
     def list_results(self, model: str | None = None, precision: str | None = None,
                      sparsity: str | None = None, kv_cache: str | None = None,

@@ -174,5 +174,5 @@ def test_only_results_of_finished_sweeps_are_reused(tmp_path, monkeypatch):
     store = open_store()
     done, cut = make_record("a", "fp8", 1), {**make_record("b", "int8_sq", 2), "status": "partial"}
     store.save_results([done, cut])
-    assert pipeline.finished(store, done["id"]) and not pipeline.finished(store, cut["id"])
-    assert not pipeline.finished(store, "no-such-id")
+    assert store.has_finished_result(done["id"]) and not store.has_finished_result(cut["id"])
+    assert not store.has_finished_result("no-such-id")

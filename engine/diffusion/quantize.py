@@ -1,0 +1,107 @@
+"""Quantize a diffusion denoiser (UNet) with NVIDIA Model Optimizer, calibrated on the denoiser's own
+inputs over every sampling step.
+
+As modelopt's diffusers example does (examples/diffusers/quantization): the recipe's config
+(INT8 SmoothQuant or FP8) on the convolutions and linear layers, with the layers that take or give
+the model's raw input and output, the time embedding and the shortcut convolutions kept in high
+precision. Calibration data is what the baseline sampler feeds the denoiser at every timestep:
+a list of (sample, timestep, class labels), collected by `calibration_inputs`.
+
+modelopt's SmoothQuant smooths linear layers only; convolutions get INT8 per-output-channel
+weights and a per-tensor INT8 activation scale (max calibration), which is what a real INT8
+convolution kernel takes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine import registry
+
+Progress = Callable[[float, str], None]
+CalibInput = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # (sample, timestep, class labels)
+
+# Kept in high precision, as modelopt's diffusers example does (its filter_func_default).
+HIGH_PRECISION_LAYERS = ("*conv_in*", "*conv_out*", "*time_embedding*", "*time_emb_proj*", "*conv_shortcut*",
+                         "*class_embedding*", "*add_embedding*")
+CALIB_BATCH = 16  # denoiser calls per calibration forward (sample rows)
+
+# Test hook: precision name -> a modelopt config used instead of the registry's (a deliberately
+# broken recipe in the tests). Empty in normal use.
+CONFIG_OVERRIDES: dict[str, dict] = {}
+
+
+def modelopt_config(precision: str) -> dict | None:
+    """The modelopt config of a diffusion recipe: the registry's, with the high-precision layers off
+    (None for an unquantized precision)."""
+    import modelopt.torch.quantization as mtq
+
+    if precision in CONFIG_OVERRIDES:
+        return copy.deepcopy(CONFIG_OVERRIDES[precision])
+    prec = registry.precision(precision)
+    if prec.modelopt_cfg is None:
+        return None
+    cfg = copy.deepcopy(getattr(mtq, prec.modelopt_cfg))
+    return with_layers_disabled(cfg, HIGH_PRECISION_LAYERS)
+
+
+def with_layers_disabled(cfg: dict, patterns: Sequence[str]) -> dict:
+    """`cfg` with the quantizers of layers matching `patterns` disabled (the list or dict form)."""
+    cfg = copy.deepcopy(cfg)
+    quant_cfg = cfg["quant_cfg"]
+    if isinstance(quant_cfg, list):
+        quant_cfg.extend({"quantizer_name": p, "enable": False} for p in patterns)
+    else:
+        quant_cfg.update({p: {"enable": False} for p in patterns})
+    return cfg
+
+
+@torch.no_grad()
+def calibration_inputs(unet: nn.Module, scheduler: Any, labels: Sequence[int], steps: int, seed: int,
+                       guidance_scale: float | None = None) -> list[CalibInput]:
+    """Run the baseline sampler for one image per label and record what the denoiser is fed at
+    every step: one (sample, timestep, class labels) per step, sample rows = the images (twice with
+    guidance: conditional and unconditional)."""
+    from engine.diffusion.bundled import generate
+
+    seen: list[CalibInput] = []
+
+    def hook(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        t = args[1] if len(args) > 1 else kwargs["timestep"]
+        y = kwargs.get("class_labels")
+        seen.append((sample.detach().clone(), torch.as_tensor(t).detach().clone(),
+                     None if y is None else y.detach().clone()))
+
+    handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        generate(unet, scheduler, labels, steps=steps, seed=seed, guidance_scale=guidance_scale,
+                 batch_size=CALIB_BATCH)
+    finally:
+        handle.remove()
+    return seen
+
+
+def quantize(unet: nn.Module, precision: str, calib: list[CalibInput], progress: Progress | None = None) -> nn.Module:
+    """A quantized copy of `unet` (the original is left as it was), calibrated on `calib`."""
+    import modelopt.torch.quantization as mtq
+
+    progress = progress or (lambda f, s: None)
+    cfg = modelopt_config(precision)
+    model = copy.deepcopy(unet)
+    if cfg is None:
+        return model
+    label = registry.precision(precision).label
+
+    def forward_loop(m):
+        with torch.no_grad():
+            for i, (x, t, y) in enumerate(calib):
+                m(x, t, class_labels=y)
+                progress((i + 1) / len(calib), f"calibrating {label}")
+
+    return mtq.quantize(model, cfg, forward_loop).eval()
