@@ -30,12 +30,19 @@ def read_jsonl(path: str | Path):
     p = Path(path)
     if not p.is_file():
         raise DataError(f"query file {p} does not exist.")
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, raw in enumerate(p.read_bytes().splitlines(), 1):  # one bad line never stops the others
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield n, BadQuery(f"line {n} is not UTF-8 text.")
+            continue
         if not line.strip():
             continue
         try:
             yield n, from_mapping(json.loads(line))
         except json.JSONDecodeError as e:
             yield n, BadQuery(f"line {n} is not valid JSON: {e.msg}.")
+        except RecursionError:
+            yield n, BadQuery(f"line {n} is nested too deeply to be a query.")
         except BadQuery as e:
             yield n, e

@@ -125,3 +125,17 @@ def test_results_speed_on_a_gpu_adds_estimates_with_their_provenance(capsys, tmp
     assert open_store().get_result(rows["fp8"]["id"]).metrics.get("est_speedup") is None  # never stored
     rc, out, err = run(capsys, "results", "--speed-on", "h100")
     assert rc == 2 and "Did you mean" in err
+
+
+def test_one_bad_jsonl_line_never_stops_the_others(tmp_path, capsys):
+    good = json.dumps({"model": "meta-llama/Llama-3.1-8B", "gpu": "h100-sxm", "precision": "fp8", "batch": 4,
+                       "isl": 128, "osl": 128}).encode()
+    path = tmp_path / "q.jsonl"
+    path.write_bytes(b"\n".join([good, b"\xff\xfe not text", b"[" * 5000 + b"]" * 5000,
+                                 good.replace(b'"batch": 4', b'"batch": 1e308'), good]) + b"\n")
+    rc, out, err = run(capsys, "estimate", "--input", str(path))
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert rc == 2 and len(lines) == 5
+    assert "output_tokens_per_sec" in lines[0] and "output_tokens_per_sec" in lines[4]
+    assert "not UTF-8" in lines[1]["error"] and "nested too deeply" in lines[2]["error"]
+    assert "beyond what any engine runs" in lines[3]["error"]
