@@ -16,6 +16,7 @@ from engine.errors import SpecError, TlabError, UnsupportedOnDevice
 from engine.system import describe_device, resolve_device, versions
 from engine.quantize import apply_recipe, check_runnable, round_to_bf16
 from engine.spec import DataSpec, ExperimentSpec, ModelRef, Recipe, SweepSpec
+from engine.reuse import results_to_compute
 from engine.store.entities import PARTIAL, Result
 
 BASELINE = Recipe("bf16", "none", "auto")
@@ -77,14 +78,9 @@ def run_causal_lm_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     workload = spec.workload
     runtime, unmeasurable = _runtime_for(spec.runtime, specs, device) if workload is not None else (None, {})
     experiment = spec.experiment or f"{loc.name} sweep"
-    todo = [s for s in specs if force or not store.has_finished_result(s.id)]
-    if todo and workload is not None and specs[0] not in todo:
-        todo.insert(0, specs[0])  # speedups need the baseline measured in the same run
+    todo = results_to_compute(specs, store, workload is not None, force, progress)
     if not todo:
-        progress(1.0, "all results already in the store")
         return [store.get_result(s.id) for s in specs]
-    if len(todo) < len(specs):
-        progress(0.0, f"reused {len(specs) - len(todo)} result(s) already in the store")
 
     store.ensure_experiment(experiment, loc.name, {"data": spec.data.__dict__})
     with job_threads(device) as threads:  # CPU: only the cores other programs leave free

@@ -20,6 +20,7 @@ from engine import registry
 from engine.diffusion import BUNDLED_LABEL
 from engine.errors import ModelLoadError, SpecError, TlabError, UnsupportedOnDevice
 from engine.spec import ExperimentSpec, ModelRef, Recipe, SweepSpec
+from engine.reuse import results_to_compute
 from engine.store.entities import PARTIAL, Measurement, Result
 from engine.system import describe_device, resolve_device, versions
 
@@ -45,14 +46,9 @@ def run_diffusion_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     for s in specs:
         _check_recipe(s.recipe, device)
     _check_generation(gen)
-    todo = [s for s in specs if force or not store.has_finished_result(s.id)]
-    if todo and spec.workload is not None and specs[0] not in todo:
-        todo.insert(0, specs[0])  # speedups need the baseline measured in the same run
+    todo = results_to_compute(specs, store, spec.workload is not None, force, progress)
     if not todo:
-        progress(1.0, "all results already in the store")
         return [store.get_result(s.id) for s in specs]
-    if len(todo) < len(specs):
-        progress(0.0, f"reused {len(specs) - len(todo)} result(s) already in the store")
 
     import torch
 
