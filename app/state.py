@@ -49,6 +49,17 @@ def timing_history() -> list[dict]:
     return _timing_history(s.url, s.change_token("results"))
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _result_kinds(url: str, token: str) -> dict[str, str]:
+    return {r.id: (r.spec or {}).get("kind") or "causal_lm" for r in _store_for(url).list_results()}
+
+
+def result_kinds() -> dict[str, str]:
+    """Each result's model kind (registry.MODEL_KINDS name) from its spec, by result id."""
+    s = store()
+    return _result_kinds(s.url, s.change_token("results"))
+
+
 @st.cache_resource(show_spinner=False)
 def device_report():
     """(gpus, engine checks) for this machine; probed once per server process."""

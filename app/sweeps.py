@@ -8,7 +8,8 @@ import time
 
 from engine import registry
 from engine.pipeline import sweep_payload
-from engine.spec import BUNDLED_MODEL, DataSpec, ModelRef, Recipe, SweepSpec, Workload
+from engine.spec import (BUNDLED_DIFFUSION, BUNDLED_MODEL, DataSpec, GenerationSpec, ModelRef, Recipe, SweepSpec,
+                         Workload)
 
 DEMO_PRECISIONS = ("fp8", "int8_sq")  # quick to calibrate on a CPU (AWQ's search takes many minutes there)
 DEMO_DATA = {"calib_size": 16, "calib_seq_len": 256, "eval_tokens": 1024, "eval_seq_len": 256}
@@ -19,6 +20,21 @@ DEMO_DESCRIPTION = (
     "tokens, 1,024 evaluation tokens), measures each one's perplexity against the BF16 baseline, and "
     "times the ones this machine has fast kernels for (batch 1, 64 tokens in, 32 out); the others get "
     "accuracy only. It takes a few minutes on a laptop CPU; you can watch it on the Jobs page."
+)
+
+DIFFUSION_MODEL_LABEL = "Bundled digits diffusion model (trained by this project on scikit-learn digits)"
+DIFFUSION_DEMO_PRECISIONS = ("int8_sq", "fp8")
+DIFFUSION_DEMO_GENERATION = {"labels": list(range(10)), "images_per_condition": 2, "steps": 10,
+                             "calib_images": 8}
+DIFFUSION_DEMO_BATCH_SIZES = (8,)
+DIFFUSION_IMAGE_SIDE = 16  # the bundled model's images are 16x16 (the workload's input_len is the image side)
+DIFFUSION_DEMO_DESCRIPTION = (
+    "The diffusion demo quantizes the **bundled digits model** (a small image diffusion UNet trained by this "
+    "project on scikit-learn digits, shipped with the app) to **INT8 SmoothQuant** and **FP8**, calibrated on "
+    "the denoising steps of 8 images. It draws 2 images of each digit 0-9 in 10 steps with the same seeds as the "
+    "unquantized baseline, scores them (the share a digit classifier reads as the digit asked for, PSNR and "
+    "SSIM against the baseline's images) and times the denoiser step at batch 8 where this machine has fast "
+    "kernels. About a minute on a laptop CPU."
 )
 
 
@@ -70,6 +86,41 @@ def queue_demo() -> list[int]:
     from app import state
 
     return [state.queue_sweep(payload, title) for payload, title in demo_jobs(state.precision_choices("torch"))]
+
+
+def diffusion_sweep_spec(experiment: str, precisions: list[str], generation: GenerationSpec,
+                         batch_sizes: list[int] | tuple[int, ...] | None) -> SweepSpec:
+    """The diffusion sweep the Experiment page describes: the bundled digits model, one recipe per precision
+    (the baseline runs too), `generation`'s images, and the denoiser timed at `batch_sizes` (None: quality
+    only). Validated: raises TlabError with what to fix."""
+    workload = (Workload(DIFFUSION_IMAGE_SIDE, generation.steps, tuple(sorted(batch_sizes)))
+                if batch_sizes is not None else None)
+    return SweepSpec(model=ModelRef(BUNDLED_DIFFUSION), recipes=tuple(recipe_grid(precisions, ["none"], ["auto"])),
+                     kind="diffusion", generation=generation, workload=workload, experiment=experiment)
+
+
+def diffusion_sweep_jobs(experiment: str, precisions: list[str], generation: GenerationSpec,
+                         batch_sizes: list[int] | tuple[int, ...] | None) -> list[tuple[dict, str]]:
+    """(payload, title) of the one job a diffusion sweep needs."""
+    spec = diffusion_sweep_spec(experiment, precisions, generation, batch_sizes)
+    labels = ", ".join(r.label for r in spec.recipes[1:])
+    return [(sweep_payload(spec), f"{experiment} · bundled digits diffusion model: {labels}")]
+
+
+def diffusion_demo_jobs(experiment: str | None = None) -> list[tuple[dict, str]]:
+    """(payload, title) of the diffusion demo's job: the bundled digits model in INT8 SmoothQuant and FP8,
+    digits 0-9 x 2 images in 10 steps, 8 calibration images, the denoiser timed at batch 8."""
+    jobs = diffusion_sweep_jobs(experiment or experiment_name("diffusion-demo"), list(DIFFUSION_DEMO_PRECISIONS),
+                                GenerationSpec(**{**DIFFUSION_DEMO_GENERATION,
+                                                  "labels": tuple(DIFFUSION_DEMO_GENERATION["labels"])}),
+                                DIFFUSION_DEMO_BATCH_SIZES)
+    return [(payload, "Diffusion demo: " + title.split(" · ", 1)[-1]) for payload, title in jobs]
+
+
+def queue_diffusion_demo() -> list[int]:
+    from app import state
+
+    return [state.queue_sweep(payload, title) for payload, title in diffusion_demo_jobs()]
 
 
 def precision_label(name: str) -> str:

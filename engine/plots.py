@@ -8,6 +8,7 @@ published. Published points use their source's own accuracy metric (MMLU loss), 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ HOVER_FIELDS = [  # (column, label, number format) shown in the hover box when p
     ("y_high", "Speedup band high (x)", ":.3f"), ("speed_note", "Speed", None),
     ("y_decode_tok_s", "Decode tokens/s", ":.1f"),
     ("y_ttft_ms", "Time to first token (ms)", ":.1f"), ("device", "Device", None), ("backend", "Engine", None),
+    ("task_accuracy", "Task accuracy", ":.3f"), ("task_accuracy_loss_pts", "Task-metric loss (points)", ":.2f"),
+    ("psnr_db", "PSNR vs baseline images (dB)", ":.2f"), ("ssim", "SSIM vs baseline images", ":.4f"),
+    ("y_step_latency_ms", "Denoiser step (ms)", ":.2f"),
     ("accuracy_kind", "Accuracy numbers", None), ("speed_kind", "Speed numbers", None), ("id", "Result id", None),
 ]
 
@@ -83,6 +87,58 @@ def chart_frame(df: pd.DataFrame, batch_size: int | None = None) -> pd.DataFrame
     return out
 
 
+@dataclass(frozen=True)
+class QualityAxis:
+    """A diffusion result's quality metric as the chart's x axis."""
+
+    metric: str  # the metric column
+    label: str  # the choice's name
+    axis: str  # the x axis title (says which way is better)
+    lower_is_better: bool
+    baseline_value: float | None  # the baseline against itself (None: not a number, e.g. PSNR of identical images)
+
+    @property
+    def title(self) -> str:
+        side = "left" if self.lower_is_better else "right"
+        return f"Denoiser-step speedup vs {self.label.split(' (')[0]} (up and {side} is better)"
+
+
+DIFFUSION_QUALITY = {
+    "loss": QualityAxis("task_accuracy_loss_pts", "task-metric loss (points)",
+                        "Task-metric loss vs baseline (accuracy points, lower is better)", True, 0.0),
+    "psnr": QualityAxis("psnr_db", "PSNR (dB)", "PSNR vs the baseline's images (dB, higher is better)", False, None),
+    "ssim": QualityAxis("ssim", "SSIM", "SSIM vs the baseline's images (1 = identical, higher is better)", False, 1.0),
+}
+
+
+def rows_of_kind(df: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The rows whose `kind` column (a registry.MODEL_KINDS name) is `kind`, without the metric columns only
+    the other kinds have: a language model's view never gets a diffusion metric (or batch size), nor back."""
+    from engine.store.records import FRAME_COLUMNS
+
+    out = df[df["kind"] == kind]
+    empty = [c for c in out.columns if c not in FRAME_COLUMNS and c != "kind" and out[c].isna().all()]
+    return out.drop(columns=empty)
+
+
+def diffusion_chart_frame(df: pd.DataFrame, batch_size: int | None = None, quality: str = "loss") -> pd.DataFrame:
+    """chart_frame for diffusion results: x_loss = the chosen quality metric (DIFFUSION_QUALITY: task-metric
+    loss in points, PSNR in dB or SSIM, plotted as they are), y_speedup = the denoiser-step speedup at
+    `batch_size`. The baseline, compared with itself, gets speedup 1 where its speed was measured and its
+    own quality where that is a number (loss 0, SSIM 1; PSNR of identical images is infinite: left out)."""
+    axis = DIFFUSION_QUALITY[quality]
+    out = chart_frame(df, batch_size)
+    out["x_loss"] = _metric_at(out, axis.metric, None)
+    out["y_step_latency_ms"] = _metric_at(out, "step_latency_ms", batch_size)
+    if len(out):
+        baseline = (out["precision"].isin(registry.BASELINES) & out["sparsity"].fillna("none").eq("none")).to_numpy()
+        if axis.baseline_value is not None:
+            out.loc[baseline & out["x_loss"].isna().to_numpy(), "x_loss"] = axis.baseline_value
+        timed = baseline & out["y_speedup"].isna().to_numpy() & out["y_step_latency_ms"].notna().to_numpy()
+        out.loc[timed, "y_speedup"] = 1.0
+    return out
+
+
 def refused_speedups(results: list) -> dict[str, list[str]]:
     """Why a result has no speedup: reason -> result ids, from each Result's provenance as the pipeline
     writes it: "speed_not_measured" (no fast kernels here) and speed.speedup_refused ({batch: reason})."""
@@ -111,9 +167,12 @@ def pareto_mask(x: pd.Series | np.ndarray, y: pd.Series | np.ndarray) -> np.ndar
     return mask
 
 
-def pareto_frontier(df: pd.DataFrame, x: str = "x_loss", y: str = "y_speedup") -> pd.DataFrame:
-    """The frontier rows of `df`, sorted by x (the line to draw)."""
-    return df[pareto_mask(df[x], df[y])].sort_values(x)
+def pareto_frontier(df: pd.DataFrame, x: str = "x_loss", y: str = "y_speedup",
+                    lower_x_is_better: bool = True) -> pd.DataFrame:
+    """The frontier rows of `df`, sorted by x (the line to draw). `lower_x_is_better=False` for a quality
+    axis such as PSNR, where more is better."""
+    xs = df[x].astype(float) if lower_x_is_better else -df[x].astype(float)
+    return df[pareto_mask(xs, df[y])].sort_values(x)
 
 
 def published_points(published: pd.DataFrame) -> pd.DataFrame:
@@ -168,10 +227,11 @@ MMLU_AXIS = "Accuracy loss: MMLU loss vs the source's own baseline (%)"
 
 
 def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = None, title: str | None = None,
-                            x_title: str = PERPLEXITY_AXIS):
+                            x_title: str = PERPLEXITY_AXIS, lower_x_is_better: bool = True):
     """Speedup vs accuracy loss: one marker per result (colour = precision, shape = provenance of its
     speed number), the Pareto frontier as a line, and published points (squares) if given.
-    `df` comes from chart_frame; rows without a speedup are left out (the caller says how many)."""
+    `df` comes from chart_frame (or diffusion_chart_frame, with its axis title and direction); rows
+    without a speedup are left out (the caller says how many)."""
     import plotly.graph_objects as go
 
     plot = df[df["x_loss"].notna() & df["y_speedup"].notna()]
@@ -192,7 +252,7 @@ def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = N
             legendgroup=str(prec),
             marker={"symbol": PROVENANCE_SYMBOLS.get(point_kind, "circle"), "size": 10,
                     "color": PRECISION_COLORS.get(prec, "#7F7F7F"), "line": {"width": 1, "color": "#333"}}))
-    front = pareto_frontier(plot)
+    front = pareto_frontier(plot, lower_x_is_better=lower_x_is_better)
     if len(front) >= 1:
         kinds = "/".join(sorted(set(front["point_kind"])))
         fig.add_trace(go.Scatter(x=front["x_loss"], y=front["y_speedup"], mode="lines",
@@ -222,11 +282,13 @@ def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = N
     return fig
 
 
-def accuracy_figure(df: pd.DataFrame, title: str | None = None):
-    """Accuracy loss per recipe (bars), for runs without speed measurements: never an invented speedup."""
+def accuracy_figure(df: pd.DataFrame, title: str | None = None, y_title: str = "Perplexity increase vs baseline (%)",
+                    lower_is_better: bool = True):
+    """Accuracy loss per recipe (bars), for runs without speed measurements: never an invented speedup.
+    `y_title` names the metric in x_loss (e.g. a diffusion quality axis); bars run best first."""
     import plotly.graph_objects as go
 
-    plot = df[df["x_loss"].notna()].sort_values("x_loss")
+    plot = df[df["x_loss"].notna()].sort_values("x_loss", ascending=lower_is_better)
     custom, template = _hover(plot)
     fig = go.Figure(go.Bar(
         x=plot["recipe"] + " · " + plot["model"].astype(str).str.slice(0, 40) if plot["model"].nunique() > 1
@@ -234,7 +296,7 @@ def accuracy_figure(df: pd.DataFrame, title: str | None = None):
         marker={"color": plot["precision"].map(PRECISION_COLORS).fillna("#7F7F7F")}))
     fig.update_layout(
         title=title or "Accuracy loss per recipe (no speedup to show)",
-        yaxis_title="Perplexity increase vs baseline (%)", xaxis_title="Recipe",
+        yaxis_title=y_title, xaxis_title="Recipe",
         template="plotly_white", height=460, margin={"l": 60, "r": 20, "t": 60, "b": 80})
     return fig
 

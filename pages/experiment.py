@@ -1,5 +1,6 @@
-"""Experiment: pick a model, the recipes to try, the data and the workload; see the grid and how long
-it will take; Run queues one sweep job and returns at once."""
+"""Experiment: pick a model kind and a model, the recipes to try, the data (language models) or the images
+to generate (diffusion models) and the workload; see the grid and how long it will take; Run queues one
+sweep job and returns at once."""
 
 import hashlib
 
@@ -12,7 +13,7 @@ from engine.access import WebPolicy
 from engine.errors import TlabError
 from engine.models.bundled import BUNDLED_NAME
 from engine.paths import tlab_home
-from engine.spec import BUNDLED_MODEL, DataSpec, ModelRef, Workload
+from engine.spec import BUNDLED_MODEL, DataSpec, GenerationSpec, ModelRef, Workload
 from engine.time_estimate import estimate_sweep, format_duration, same_device
 
 MODEL_KINDS = {"bundled": "Bundled model (offline)", "hf": "Hugging Face id", "folder": "Local folder"}
@@ -45,7 +46,113 @@ def _save_upload(upload) -> str:
     return str(path)
 
 
+def _diffusion_form() -> None:
+    """The diffusion model's sweep: the bundled digits model, its precisions, what it generates, the speed."""
+    st.caption("Choose what to try. Each checked precision is one recipe; the unquantized baseline always runs "
+               "too, with the same seeds, because every quality loss and speedup is measured against it.")
+    problems: list[str] = []
+
+    st.subheader("1. Model")
+    st.markdown(f"**{sweeps.DIFFUSION_MODEL_LABEL}**")
+    st.caption("A small class-conditional UNet that draws 16x16 digits, with a digit classifier that scores them: "
+               "ships with the app, needs no download.")
+
+    st.subheader("2. Recipes")
+    runnable = {c.name: c for c in state.precision_choices(None)}
+    names = [p.name for p in registry.precisions_for("diffusion") if p.name not in registry.BASELINES]
+    columns = st.columns(3)
+    precisions = []
+    for i, name in enumerate(names):
+        choice, prec = runnable.get(name), registry.precision(name)
+        ok = choice is None or choice.runnable
+        if columns[i % 3].checkbox(prec.label, key=f"diff_prec_{name}", disabled=not ok,
+                                   value=ok and name in sweeps.DIFFUSION_DEMO_PRECISIONS,
+                                   help=prec.description if ok else choice.reason) and ok:
+            precisions.append(name)
+    for name in names:
+        if runnable.get(name) is not None and not runnable[name].runnable:
+            st.caption(f":material/block: {runnable[name].label} is not available here: {runnable[name].reason}")
+
+    st.subheader("3. Images to generate")
+    demo = sweeps.DIFFUSION_DEMO_GENERATION
+    labels = st.multiselect("Class labels (digits)", list(range(10)), default=demo["labels"], key="diff_labels",
+                            help="The digits to draw; each is drawn with the same seeds by the baseline and "
+                                 "every recipe.")
+    c1, c2, c3 = st.columns(3)
+    per_label = c1.number_input("Images per label", 1, 1024, demo["images_per_condition"], key="diff_images")
+    steps = c2.number_input("Denoising steps", 1, 1000, demo["steps"], key="diff_steps")
+    calib = c3.number_input("Calibration images", 1, 4096, demo["calib_images"], key="diff_calib",
+                            help="Images whose denoising steps (every timestep) feed calibration.")
+    c1, c2 = st.columns([1, 2])
+    guided = c1.checkbox("Classifier-free guidance", value=False, key="diff_guided",
+                         help="Each step also runs the unconditional model and pushes away from it.")
+    guidance = c2.number_input("Guidance scale", 1.0, 100.0, 2.0, step=0.5, key="diff_guidance") if guided else None
+    generation = None
+    try:
+        generation = GenerationSpec(labels=tuple(sorted(labels)), images_per_condition=int(per_label),
+                                    steps=int(steps), guidance_scale=guidance, calib_images=int(calib))
+    except TlabError as e:
+        problems.append(str(e))
+
+    st.subheader("4. Speed")
+    measure = st.checkbox("Measure speed on this machine", value=True, key="diff_measure_speed",
+                          help="Times the denoiser step of each recipe with real low-precision kernels. Recipes "
+                               "without fast kernels here get quality only, never a simulated speed.")
+    batch = None
+    if measure:
+        batch = st.multiselect("Batch sizes", BATCH_CHOICES, default=list(sweeps.DIFFUSION_DEMO_BATCH_SIZES),
+                               key="diff_batch_sizes", help="Images denoised at once.")
+        if not batch:
+            problems.append("Pick at least one batch size, or untick 'Measure speed'.")
+
+    st.subheader("5. The sweep")
+    name = st.text_input("Experiment name", key="exp_name", value=None if "exp_name" in st.session_state
+                         else sweeps.experiment_name(), help="Results are grouped under this name.")
+    if not name or not name.strip():
+        problems.append("Give the experiment a name.")
+    if not precisions:
+        problems.append("Check at least one precision to make a recipe.")
+    jobs = []
+    if not problems and generation is not None:
+        try:
+            jobs = sweeps.diffusion_sweep_jobs(name.strip(), precisions, generation, batch if measure else None)
+        except TlabError as e:  # the SweepSpec's own checks
+            problems.append(str(e))
+    if precisions:
+        speed = "measured here where this machine has fast kernels" if measure else "not asked"
+        rows = [{"Recipe": "Unquantized baseline (always runs)", "Quality": "reference", "Speed": speed}]
+        rows += [{"Recipe": registry.precision(p).label, "Quality": "task metric, PSNR, SSIM vs baseline",
+                  "Speed": speed} for p in precisions]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="diff_grid_preview")
+        if generation is not None:
+            st.caption(f"{len(generation.labels) * generation.images_per_condition} images per recipe, "
+                       f"{generation.steps} steps each. The demo's settings take about a minute on a laptop CPU.")
+    for problem in problems:
+        st.warning(problem)
+    st.button("Run", type="primary", key="run_diffusion_sweep", disabled=not jobs, on_click=_queue, args=(jobs,),
+              help="Queues the sweep; it runs in the background while you use the app.")
+    _queued_message()
+
+
+def _queued_message() -> None:
+    queued = st.session_state.pop("last_queued", None)
+    for job_id, job_title, error in queued or []:
+        if error:
+            st.error(f"The sweep was not queued: {error}")
+        else:
+            st.success(f"Queued job #{job_id}: {job_title}. It runs in the background.")
+    if queued and any(job_id for job_id, _, _ in queued):
+        st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon=":material/hourglass_top:")
+
+
 st.title("Experiment")
+sweep_kind = st.radio("Model kind", list(registry.MODEL_KINDS), format_func=lambda k: registry.MODEL_KINDS[k].label,
+                      horizontal=True, key="sweep_kind",
+                      help="Language models are measured by perplexity on text; diffusion models by the images "
+                           "they draw.")
+if sweep_kind == "diffusion":
+    _diffusion_form()
+    st.stop()
 st.caption("Choose what to try. Each checked precision × sparsity × KV-cache choice is one recipe; the BF16 "
            "baseline always runs too, because every accuracy loss and speedup is measured against it.")
 problems: list[str] = []
@@ -219,11 +326,4 @@ for problem in problems:
 st.button("Run", type="primary", key="run_sweep", disabled=not jobs, on_click=_queue, args=(jobs,),
           help="Queues the sweep; it runs in the background while you use the app.")
 
-queued = st.session_state.pop("last_queued", None)
-for job_id, job_title, error in queued or []:
-    if error:
-        st.error(f"The sweep was not queued: {error}")
-    else:
-        st.success(f"Queued job #{job_id}: {job_title}. It runs in the background.")
-if queued and any(job_id for job_id, _, _ in queued):
-    st.page_link(nav.page("jobs"), label="Watch it on the Jobs page", icon=":material/hourglass_top:")
+_queued_message()

@@ -1,11 +1,16 @@
 """Results: speedup against accuracy loss for every stored recipe, with the Pareto frontier, a sortable
-table, CSV export, run-by-run comparison and each result's full spec and provenance."""
+table, CSV export, run-by-run comparison and each result's full spec and provenance. Language-model and
+diffusion results never share a chart: a diffusion result's quality axis is the user's choice (task-metric
+loss, PSNR or SSIM) and its details show the images it drew."""
+
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from app import nav, state, sweeps
-from engine import plots
+from engine import plots, registry
+from engine.paths import tlab_home
 from engine.perf import catalog, on_gpu
 from engine.store.export import to_csv
 
@@ -30,18 +35,20 @@ PLOTLY_CONFIG = {"displaylogo": False,
 FILTERS = [("model", "Model"), ("experiment", "Run"), ("device", "Device"), ("precision", "Precision")]
 
 
-def _filters(frame: pd.DataFrame) -> pd.DataFrame:
-    """Filter widgets (only for columns with more than one value) and the rows they keep."""
+def _filters(frame: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
+    """Filter widgets (only for columns with more than one value) and the rows they keep. `prefix` keeps
+    one model kind's widgets apart from another's."""
     options = {c: sorted(frame[c].dropna().astype(str).unique()) for c, _ in FILTERS}
     shown = [(c, label) for c, label in FILTERS if len(options[c]) > 1]
     sizes = plots.batch_sizes(frame)
     cols = st.columns(len(shown) + 1)
     view = frame
     for col, (column, label) in zip(cols, shown):
-        picked = col.multiselect(label, options[column], default=[], key=f"filter_{column}", placeholder="all")
+        picked = col.multiselect(label, options[column], default=[], key=f"{prefix}filter_{column}",
+                                 placeholder="all")
         if picked:
             view = view[view[column].astype(str).isin(picked)]
-    batch = cols[-1].selectbox("Batch size", sizes, key="filter_batch",
+    batch = cols[-1].selectbox("Batch size", sizes, key=f"{prefix}filter_batch",
                                help="Speedup measured at this batch size") if sizes else None
     return view, batch
 
@@ -101,12 +108,16 @@ def _speed_on(chart: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     return estimated, f"Speedup on {gpu} (estimated: {workload.text}) vs accuracy loss measured here"
 
 
-def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | None = None) -> None:
+def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | None = None,
+           axis: plots.QualityAxis | None = None) -> None:
+    """The trade-off chart; `axis` is a diffusion quality axis (None: a language model's accuracy loss)."""
+    scatter = {} if axis is None else {"x_title": axis.axis, "lower_x_is_better": axis.lower_is_better}
     if (view["speed_kind"] == "estimated").all() and view["y_speedup"].notna().any():
-        st.plotly_chart(plots.speedup_accuracy_figure(view, published, title=title), key=key, config=PLOTLY_CONFIG)
+        st.plotly_chart(plots.speedup_accuracy_figure(view, published, title=title, **scatter), key=key,
+                        config=PLOTLY_CONFIG)
         return
     if plots.has_speed(view) and view["y_speedup"].notna().any():
-        fig = plots.speedup_accuracy_figure(view, published, title=title)
+        fig = plots.speedup_accuracy_figure(view, published, title=title or (axis.title if axis else None), **scatter)
         st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
     else:
         if (view["speed_kind"] == "measured").any():
@@ -115,7 +126,94 @@ def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | N
         else:
             st.info("No speed measurements for these results yet, so there is no speedup to plot: the chart "
                     "shows accuracy alone. Run a sweep with **Measure speed** ticked to add speed.")
-        st.plotly_chart(plots.accuracy_figure(view, title=title), key=key, config=PLOTLY_CONFIG)
+        bars = {} if axis is None else {"y_title": axis.axis, "lower_is_better": axis.lower_is_better}
+        if axis is not None and title is None:
+            title = f"{axis.label[0].upper()}{axis.label[1:]} per recipe (no speedup to show)"
+        st.plotly_chart(plots.accuracy_figure(view, title=title, **bars), key=key, config=PLOTLY_CONFIG)
+
+
+DIFFUSION_TABLE_COLUMNS = ["recipe", "model", "experiment", "task_accuracy", "task_accuracy_loss_pts", "psnr_db",
+                           "ssim", "y_speedup", "y_step_latency_ms", "device", "backend", "provenance", "created_at",
+                           "id"]
+DIFFUSION_COLUMN_CONFIG = {
+    **{k: v for k, v in COLUMN_CONFIG.items() if k in DIFFUSION_TABLE_COLUMNS},
+    "task_accuracy": st.column_config.NumberColumn("Task accuracy", format="%.3f",
+                                                   help="Share of the images the task metric scores as right "
+                                                        "(the bundled model: read as the digit asked for)"),
+    "task_accuracy_loss_pts": st.column_config.NumberColumn("Task-metric loss (pts)", format="%.2f",
+                                                            help="Task accuracy drop vs the baseline, in points"),
+    "psnr_db": st.column_config.NumberColumn("PSNR (dB)", format="%.2f",
+                                             help="Against the baseline's images from the same seeds; higher is "
+                                                  "closer"),
+    "ssim": st.column_config.NumberColumn("SSIM", format="%.4f", help="Against the baseline's images; 1 = identical"),
+    "y_speedup": st.column_config.NumberColumn("Speedup (x)", format="%.3f",
+                                               help="Denoiser step, times faster than the baseline"),
+    "y_step_latency_ms": st.column_config.NumberColumn("Denoiser step (ms)", format="%.2f"),
+}
+
+
+def _image_grid(result) -> None:
+    """The images a diffusion result drew (baseline row over the recipe's, same seeds), and a download."""
+    images = (result.provenance or {}).get("images") or {}
+    grid = images.get("grid")
+    if not grid:
+        st.caption("This result has no saved images.")
+        return
+    path, home = Path(grid), (tlab_home() / "images").resolve()
+    readable = path.suffix.lower() == ".png" and path.resolve().is_relative_to(home) and path.is_file()
+    if not readable:
+        st.caption(f"The image grid was saved at {grid}, which this app cannot read (images are read from {home}).")
+        return
+    rows = images.get("rows") or []
+    st.image(str(path), caption=("Rows, top to bottom: " + ", ".join(rows) + ". " if rows else "")
+             + (images.get("note") or "").capitalize())
+    st.download_button("Download the image grid (PNG)", data=path.read_bytes(), file_name=f"{result.id}-images.png",
+                       mime="image/png", key="download_grid")
+
+
+def _diffusion_results(frame: pd.DataFrame) -> None:
+    """Diffusion results: speedup of the denoiser step against the quality axis the user picks."""
+    view, batch = _filters(frame, prefix="diffusion_")
+    quality = st.radio("Quality axis", list(plots.DIFFUSION_QUALITY), horizontal=True, key="quality_axis",
+                       format_func=lambda q: plots.DIFFUSION_QUALITY[q].label[0].upper()
+                       + plots.DIFFUSION_QUALITY[q].label[1:],
+                       help="Task-metric loss: how many accuracy points the task metric (the bundled model: a "
+                            "digit classifier) drops. PSNR and SSIM compare each image with the baseline's from "
+                            "the same seed: higher is closer.")
+    axis = plots.DIFFUSION_QUALITY[quality]
+    chart = plots.diffusion_chart_frame(view, batch, quality)
+    _chart(chart, None, key="diffusion_chart", axis=axis)
+    _why_no_speedup(chart)
+    st.caption("Speed is the denoiser step (where the quantized layers are), measured on this machine against the "
+               "unquantized baseline. "
+               + ("The baseline has no PSNR against its own images (they are identical), so it is not on this axis."
+                  if quality == "psnr" else ""))
+
+    st.subheader("Table")
+    shown = [c for c in DIFFUSION_TABLE_COLUMNS if c in chart.columns]
+    selection = st.dataframe(chart[shown], hide_index=True, column_config=DIFFUSION_COLUMN_CONFIG,
+                             key="diffusion_table", on_select="rerun", selection_mode="single-row", width="stretch",
+                             height=320)
+    ids = chart["id"].tolist()
+    st.download_button("Download CSV", data=lambda: to_csv(state.store().list_results(ids=ids)),
+                       file_name="tradeoff-lab-diffusion-results.csv", mime="text/csv", key="download_diffusion_csv",
+                       help="Every metric and provenance field of the results shown above.")
+    rows = selection.selection.rows if selection is not None else []
+    if not rows:
+        st.caption("Select a row to see the images it drew, its full spec and provenance.")
+        return
+    result = state.store().get_result(chart.iloc[rows[0]]["id"])
+    if result:
+        st.subheader(f"{chart.iloc[rows[0]]['recipe']}: details")
+        _image_grid(result)
+        c1, c2 = st.columns(2)
+        c1.markdown("**Spec**")
+        c1.json(result.spec)
+        c2.markdown("**Provenance** (where each number came from)")
+        c2.json(result.provenance)
+        with st.expander("All metrics, timings and versions"):
+            st.json({k: getattr(result, k)
+                     for k in ("metrics", "units", "timings", "versions", "device", "created_at")})
 
 
 st.title("Results")
@@ -127,6 +225,20 @@ if len(partial):
                "out until their sweep completes (a stopped sweep run again reuses nothing it left partial).")
 if frame.empty:
     _empty_state()
+    st.stop()
+
+frame = frame.assign(kind=frame["id"].map(state.result_kinds()).fillna("causal_lm"))
+ORDER = list(registry.MODEL_KINDS)
+kinds = sorted(frame["kind"].unique(), key=lambda k: (ORDER.index(k) if k in ORDER else len(ORDER), k))
+kind = kinds[0]
+if len(kinds) > 1:  # one chart per kind: their quality numbers are not comparable
+    kind = st.radio("Model kind", kinds, horizontal=True, key="results_kind",
+                    format_func=lambda k: registry.MODEL_KINDS[k].label if k in registry.MODEL_KINDS else k,
+                    help="Language models and diffusion models are measured differently, so their results "
+                         "never share a chart.")
+    frame = plots.rows_of_kind(frame, kind)
+if kind == "diffusion":
+    _diffusion_results(frame)
     st.stop()
 
 view, batch = _filters(frame)

@@ -45,6 +45,7 @@ def test_form_queues_the_sweep_it_shows(app_home):
         "workload": {"input_len": 32, "output_len": 16, "batch_sizes": [1, 4]},
         "runtime": "torch",
         "device": "auto",
+        "generation": None,  # what a diffusion sweep generates: none for a language model
     }}
     assert any("Queued job" in s.value for s in at.success)
     assert at.text_input(key="exp_name").value != "my-sweep"  # the next sweep gets a fresh name
