@@ -18,6 +18,7 @@ from engine import system
 from engine.errors import SettingError
 
 ENV_THREADS = "TLAB_THREADS"  # the user's choice wins over the probe
+OVERSUBSCRIBE = 4  # more threads per usable CPU than this is refused as a mistake
 
 
 def threads_for(cores: int, busy: float | None, quota: float | None = None) -> int:
@@ -43,9 +44,9 @@ def choose_threads(env: dict[str, str] | None = None, probe: Callable[[], float 
         if wanted < 1:
             raise SettingError(f"${ENV_THREADS} must be a whole number of threads of at least 1, "
                              f"got {env[ENV_THREADS]!r}; unset it to let Tradeoff Lab choose.")
-        if wanted > cores:  # more threads than cores only makes them wait for each other at every op
-            raise SettingError(f"${ENV_THREADS}={wanted} is more than the {cores} CPU(s) this process may use; "
-                               f"set it to at most {cores}, or unset it to let Tradeoff Lab choose.")
+        if wanted > OVERSUBSCRIBE * cores:  # a typo, not a choice: the threads would wait on each other
+            raise SettingError(f"${ENV_THREADS}={wanted} is far more than the {cores} CPU(s) this process may "
+                               f"use; set it to at most {cores}, or unset it to let Tradeoff Lab choose.")
         return wanted, f"{wanted} thread(s), set by ${ENV_THREADS}"
     busy, limit = (probe or system.busy_cores)(), (quota or system.cpu_quota)()
     n = threads_for(cores, busy, limit)
