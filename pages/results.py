@@ -100,6 +100,8 @@ def _speed_on(chart: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
     tp = c5.selectbox("TP", [1, 2, 4, 8], key="est_tp")
     workload = on_gpu.GpuWorkload(gpu, int(batch), int(isl), int(osl), int(tp))
     estimated = on_gpu.estimated_speedups(chart, workload)
+    # a baseline is named by where its speed was measured; here the speed is the GPU's estimate
+    estimated["recipe"] = plots.recipe_labels(estimated.drop(columns=["speed_compute_bits"], errors="ignore"))
     missing = on_gpu.notes(estimated)
     if missing:
         st.warning("No estimate for some recipes:\n\n" + "\n".join(

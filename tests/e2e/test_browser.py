@@ -63,11 +63,17 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot .scatterlayer .points path, "
                            ".js-plotly-plot .barlayer .point').length > 0")
     _shot(page, "results")
-    # The demo times its recipes (the runtime adds rounds while a busy machine makes them noisy):
-    # the trade-off chart with measured speedups and its frontier, never accuracy alone.
+    # The demo times its recipes (the runtime adds rounds while a busy machine makes them noisy): the
+    # trade-off chart with measured speedups and its frontier. Where the host stays too noisy even so
+    # (hypervisor steal reached 60% on the CI machine), the speedup is refused and the page must say
+    # why, with the speed itself still measured: never an invented speedup, never a missing measurement.
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
-    assert points.count() >= 2, "no speedup was plotted: " + page.inner_text("body")[-1500:]  # baseline + timed recipe
-    assert "Pareto frontier" in chart.inner_text()
+    body = page.inner_text("body")
+    measured = points.count() >= 2  # baseline + a timed recipe
+    if measured:
+        assert "Pareto frontier" in chart.inner_text()
+    else:
+        assert re.search(r"varied by \d+% between runs", body), "no speedup and no reason: " + body[-1500:]
 
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download CSV").click()
@@ -76,7 +82,19 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert len(rows) >= 3 and {"precision", "ppl_increase_pct", "provenance"} <= set(rows[0])
     assert "bf16" in {r["precision"] for r in rows}
-    assert any(r.get("speedup") and float(r["speedup"]) > 0 for r in rows)
+    timed = {r["precision"]: r for r in rows if r.get("speed_provenance") == "measured"}
+    assert {"bf16", "int8_sq"} <= set(timed) and all(float(r["decode_tokens_per_sec_bs1"]) > 0 for r in timed.values())
+    if measured:
+        assert any(r.get("speedup") and float(r["speedup"]) > 0 for r in rows)
+
+    # The speed axis for a GPU to deploy on: every recipe gets an estimated point (FP8 too) and a front.
+    page.get_by_text("a catalog GPU (estimated)").click()
+    page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot')].some("
+                           "p => p.innerText.includes('Pareto frontier (estimated speed)'))")
+    estimated = page.locator(".js-plotly-plot").first
+    assert estimated.locator(".scatterlayer .trace .points path").count() >= 3  # BF16, FP8, INT8
+    _shot(page, "results_estimated_gpu")
+    chart = estimated
 
     chart.hover()
     with page.expect_download() as png_info:
