@@ -173,6 +173,17 @@ def _image_grid(result) -> None:
                        mime="image/png", key="download_grid")
 
 
+def _details(result) -> None:
+    """A result's full spec, provenance, metrics, timings and versions."""
+    c1, c2 = st.columns(2)
+    c1.markdown("**Spec**")
+    c1.json(result.spec)
+    c2.markdown("**Provenance** (where each number came from)")
+    c2.json(result.provenance)
+    with st.expander("All metrics, timings and versions"):
+        st.json({k: getattr(result, k) for k in ("metrics", "units", "timings", "versions", "device", "created_at")})
+
+
 def _diffusion_results(frame: pd.DataFrame) -> None:
     """Diffusion results: speedup of the denoiser step against the quality axis the user picks."""
     view, batch = _filters(frame, prefix="diffusion_")
@@ -208,14 +219,7 @@ def _diffusion_results(frame: pd.DataFrame) -> None:
     if result:
         st.subheader(f"{chart.iloc[rows[0]]['recipe']}: details")
         _image_grid(result)
-        c1, c2 = st.columns(2)
-        c1.markdown("**Spec**")
-        c1.json(result.spec)
-        c2.markdown("**Provenance** (where each number came from)")
-        c2.json(result.provenance)
-        with st.expander("All metrics, timings and versions"):
-            st.json({k: getattr(result, k)
-                     for k in ("metrics", "units", "timings", "versions", "device", "created_at")})
+        _details(result)
 
 
 st.title("Results")
@@ -272,13 +276,7 @@ if rows:
     result = state.store().get_result(result_id)
     if result:
         st.subheader(f"{chart.iloc[rows[0]]['recipe']}: details")
-        c1, c2 = st.columns(2)
-        c1.markdown("**Spec**")
-        c1.json(result.spec)
-        c2.markdown("**Provenance** (where each number came from)")
-        c2.json(result.provenance)
-        with st.expander("All metrics, timings and versions"):
-            st.json({k: getattr(result, k) for k in ("metrics", "units", "timings", "versions", "device", "created_at")})
+        _details(result)
 else:
     st.caption("Select a row to see its full spec and provenance.")
 
