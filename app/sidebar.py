@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import state
+from app import auth, state
 from engine import devices
 
 
 def render() -> None:
     gpus, checks = state.device_report()
     with st.sidebar:
+        user = auth.current_user()
+        if user is not None:
+            st.markdown(f":material/account_circle: Signed in as **{user['name']}**"
+                        + (" (administrator)" if user["is_admin"] else ""))
+            st.button("Sign out", key="sidebar_sign_out", on_click=auth.sign_out)
         st.subheader("This machine")
         if gpus:
             for gpu in gpus:

@@ -11,6 +11,7 @@ import os
 import pandas as pd
 import streamlit as st
 
+from app import auth
 from engine.paths import default_store_url
 from engine.store import Store, open_store
 
@@ -107,7 +108,7 @@ def queue_sweep(payload: dict, title: str) -> int:
 
 def queue_job(fn: str, payload: dict, title: str) -> int:
     """Queue a job (its function name is checked against the allow-list) and make sure a worker runs."""
-    job_id = store().enqueue(fn, payload, title)
+    job_id = store().enqueue(fn, payload, title, owner=auth.user_name())  # None: no sign-in, "local"
     if worker_enabled():
         ensure_worker()
     return job_id

@@ -14,10 +14,27 @@
    A third column adds the published speedup ratios of the 2024 Model Optimizer benchmark.md versions and
    the TensorRT-LLM quantization blog (engine/perf/ratios.py) to the held-out fit, to show what that
    evidence does (the shipped calibration does not use it: it makes the held-out error worse).
-Both are printed next to a plain uncalibrated roofline (full bandwidth and peak, hard max, no
+3. Stricter protocols (issue #13): leave-one-GPU-out, leave-one-model-family-out and
+   leave-one-TensorRT-LLM-version-out beside leave-one-source-out (engine/perf/holdout.py), on fixed-batch
+   throughput and on the published first-token latencies (TTFT, never used by the fit). Median, p90 and
+   coverage of the stated 80% band per protocol and metric. The coverage is cross-conformal: a held-out
+   group's band is built from residuals of points outside that group, in every protocol. Goals: GPU- and
+   family-out throughput median <= 10%, p90 <= 35%; TTFT median <= 15%; coverage within 5 points of the
+   nominal level on every protocol. `--write` saves the residuals to engine/perf/heldout.csv, which the
+   shipped band (engine/perf/bands.py) and the GPU Selector's parity picture read.
+   Terms tried against these protocols and left out because they made them worse (2026-11-30):
+   efficiency scaling with the roof's size ((bandwidth, BF16 peak) / H100's)^-x, x fitted: GPU-out
+   throughput median 16.0% -> 19.5%, p90 33% -> 55% (x fit from H100 vs H200 over-extrapolates to A100);
+   MoE grouped-GEMM fill (small-GEMM penalty on all touched experts together): GPU-out throughput
+   16.0% -> 26.0%, TTFT p90 47% -> 491%. Not testable here (no such point in assets/): sliding-window
+   attention (no sliding-window model), PCIe all-reduce (every GPU is SXM/NVLink), prefill chunking beyond
+   8,192 tokens (every published TTFT has ISL <= 2,048); parallel attention/MLP blocks change only the
+   all-reduce count at TP > 1, where GPT-J has 2 points. GQA/MQA KV sizes and MoE expert loading per batch
+   were already modeled (engine/perf/model.py).
+Sections 1 and 2 are printed next to a plain uncalibrated roofline (full bandwidth and peak, hard max, no
 overheads: what LLM-Viewer-style calculators do) and next to the spec-sheet priors without a fit.
 
-Run: python benchmarks/estimator_accuracy.py
+Run: python benchmarks/estimator_accuracy.py [--write] [--protocols-only]
 """
 
 import re
@@ -29,13 +46,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.perf import calibrate  # noqa: E402
+from engine.perf import bands, calibrate, holdout  # noqa: E402
 from engine.perf.ratios import published_ratios  # noqa: E402
 from engine.perf.params import prior_params  # noqa: E402
 from engine.paths import asset  # noqa: E402
 from engine.reference import fixed_batch_throughput  # noqa: E402
 
 LOSO_GOAL, SPEEDUP_GOAL = 0.12, 0.08
+GROUP_MEDIAN_GOAL, GROUP_P90_GOAL, TTFT_GOAL, COVERAGE_TOL = 0.10, 0.35, 0.15, 0.05
 MODELOPT_SOURCE = "benchmark.md@5a4242fa"
 PREC = {"BF16": "bf16", "FP8": "fp8", "INT4 AWQ": "int4_awq", "W4A8 AWQ": "w4a8_awq"}
 MODEL = {"Llama 3.1 8B": "meta-llama/Llama-3.1-8B", "Llama 3.1 70B": "meta-llama/Llama-3.1-70B"}
@@ -49,7 +67,7 @@ def pct(x):
     return f"{100 * x:6.1f}%"
 
 
-def loso_section() -> bool:
+def loso_section(res: pd.DataFrame) -> bool:
     rows = fixed_batch_throughput()
     skipped = rows[~rows.estimable]
     pts = calibrate.published_points()  # the shipped calibration's points: fixed-batch rows
@@ -59,12 +77,13 @@ def loso_section() -> bool:
           "what an estimate needs)")
     for why, n in skipped.why_not.value_counts().items():
         print(f"   skipped {n:3d}: {why}")
-    full = calibrate.leave_one_source_out(pts)
-    loso = full[full.batch_mode == "fixed"].copy()
+    # the source protocol of section 3 (same leak rule as calibrate.leave_one_source_out, cached fits)
+    loso = res[(res.protocol == "source") & (res.metric == "throughput")].copy()
+    loso["output_tokens_per_sec"] = loso.value
     loso["e_cal"] = abs_err(loso.predicted, loso.output_tokens_per_sec)
     loso["e_prior"] = abs_err(calibrate.predict(loso, prior_params()), loso.output_tokens_per_sec)
     loso["e_plain"] = abs_err(calibrate.predict(loso, calibrate.PLAIN_ROOFLINE), loso.output_tokens_per_sec)
-    shipped = calibrate.fit(pts)
+    shipped = calibrate.fit_cached(pts)
     e_in = abs_err(shipped.points.predicted, shipped.points.output_tokens_per_sec)
     print(f"   {'source (held out)':48s} {'n':>3s} | {'calibrated, LOSO':>24s} | {'priors, no fit':>16s} | "
           f"{'plain roofline':>16s}")
@@ -132,10 +151,10 @@ def modelopt_section() -> bool:
     q = modelopt_queries()
     held_pts = pts[~pts.source.str.contains(MODELOPT_SOURCE)]
     ratios = published_ratios()
-    with_ratios = calibrate.fit(held_pts, ratios=ratios[~ratios.source.str.contains(MODELOPT_SOURCE)])
+    with_ratios = calibrate.fit_cached(held_pts, ratios=ratios[~ratios.source.str.contains(MODELOPT_SOURCE)])
     variants = {
-        "in-sample (all published sources)": calibrate.fit(pts).params,
-        f"HELD OUT (without {MODELOPT_SOURCE})": calibrate.fit(held_pts).params,
+        "in-sample (all published sources)": calibrate.fit_cached(pts).params,
+        f"HELD OUT (without {MODELOPT_SOURCE})": calibrate.fit_cached(held_pts).params,
         "held out + 2024 speedup ratios": with_ratios.params,
         "priors, no fit": prior_params(),
         "plain roofline": calibrate.PLAIN_ROOFLINE,
@@ -178,9 +197,62 @@ def modelopt_section() -> bool:
     return ok_held
 
 
-def main() -> int:
-    ok = loso_section()
-    ok = modelopt_section() and ok
+def protocols_section(res: pd.DataFrame) -> bool:
+    tput, ttft = res[res.metric == "throughput"], res[res.metric == "ttft"]
+    print(f"== 3. Leave-one-group-out protocols ({tput.drop_duplicates(holdout._KEY).shape[0]} throughput points, "
+          f"{ttft.drop_duplicates(holdout._KEY).shape[0]} TTFT points; stated band: "
+          f"{bands.NOMINAL:.0%} nominal)")
+    cross = bands.cross_coverage(res)
+    summ = holdout.summary(res, cross)
+    stated = holdout.summary(res, res.stated_band)
+    print(f"   {'protocol':36s} {'metric':10s} {'n':>4s} {'median':>7s} {'p90':>7s} {'max':>8s} "
+          f"{'coverage':>9s} {'(as shipped)':>14s} {'groups':>6s}")
+    ok = True
+    for r, st in zip(summ.itertuples(), stated.itertuples()):
+        ngroups = res[(res.protocol == r.protocol) & (res.metric == r.metric)].held_out.nunique()
+        cov_ok = abs(r.coverage - bands.NOMINAL) <= COVERAGE_TOL
+        goal_ok = cov_ok
+        if r.metric == "throughput" and r.protocol in ("gpu_id", "family"):
+            goal_ok = goal_ok and r.median <= GROUP_MEDIAN_GOAL and r.p90 <= GROUP_P90_GOAL
+        if r.metric == "ttft" and r.protocol in ("gpu_id", "family"):
+            goal_ok = goal_ok and r.median <= TTFT_GOAL
+        ok = ok and goal_ok
+        print(f"   {holdout.PROTOCOLS[r.protocol]:36s} {r.metric:10s} {r.n:4d} {pct(r.median)} {pct(r.p90)} "
+              f"{pct(r.max)}  {pct(r.coverage)}  {pct(st.coverage):>13s} {ngroups:6d}  "
+              f"{'ok' if goal_ok else 'MISSED'}")
+    print("   coverage: of the band built without the held-out group's residuals (cross-conformal, the honest "
+          "figure); as shipped: of the band `tlab estimate` states, whose quantiles include these residuals "
+          "(before engine/perf/heldout.csv existed: the old in-sample rule)")
+    print("   worst held-out groups (throughput, median |error|):")
+    t = tput.assign(err=np.abs(tput.predicted / tput.value - 1))
+    for proto in ("gpu_id", "family", "version"):
+        g = t[t.protocol == proto].groupby("held_out").err.agg(["size", "median"]).sort_values("median")
+        print(f"     {holdout.PROTOCOLS[proto]:36s} " + "; ".join(
+            f"{k}: {pct(v['median']).strip()} (n {int(v['size'])})" for k, v in g.iloc[::-1].iterrows()))
+    print("   by regime (all protocols; the band each regime states):")
+    cells = bands.with_cells(res)
+    for (reg, qty), g in cells.groupby(["regime", "quantity"]):
+        q, basis = bands.lookup(bands.table(res), reg, qty)
+        inside = (g.log_ratio.abs() <= cross[g.index]).mean()
+        print(f"     {reg:22s} {qty:8s} n {len(g):4d}: band +/-{np.expm1(q):.0%} ({basis}); "
+              f"cross-conformal coverage {inside:.0%}")
+    print(f"   GOALS (GPU-/family-out throughput median <= {GROUP_MEDIAN_GOAL:.0%}, p90 <= {GROUP_P90_GOAL:.0%}; "
+          f"TTFT median <= {TTFT_GOAL:.0%}; coverage within {COVERAGE_TOL:.0%} of {bands.NOMINAL:.0%} on every "
+          f"protocol): {'PASS' if ok else 'FAIL'}\n")
+    return ok
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    res = holdout.all_protocols()
+    if "--write" in argv:
+        res[bands.HELDOUT_COLUMNS].to_csv(bands.HELDOUT_FILE, index=False, float_format="%.6g")
+        bands.FINGERPRINT_FILE.write_text(bands.fingerprint() + "\n")
+        print(f"wrote {len(res)} held-out residuals to {bands.HELDOUT_FILE} (fingerprint {bands.fingerprint()})")
+    ok = protocols_section(res)
+    if "--protocols-only" not in argv:
+        ok = loso_section(res) and ok
+        ok = modelopt_section() and ok
     return 0 if ok else 1
 
 

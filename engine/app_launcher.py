@@ -10,18 +10,18 @@ Streamlit itself reads `.streamlit/config.toml` only from the current directory 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from engine import auth
 from engine.errors import TlabError
 
 DIST_NAME = "tradeoff-lab"
-# There is no sign-in yet: whoever reaches the port can queue jobs and read every result.
-NO_SIGN_IN = ("sign-in is not yet available, so the app serves this machine only "
-              "(--host 127.0.0.1, ::1 or localhost)")
+# Without sign-in whoever reaches the port can queue jobs and read every result (engine.auth).
+NO_SIGN_IN = ("without sign-in it serves this machine only (--host 127.0.0.1, ::1 or localhost); "
+              "another address needs TLAB_AUTH=password or an [auth] section in .streamlit/secrets.toml")
 
 
 def package_version() -> str:
@@ -72,12 +72,26 @@ def load_settings(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def is_loopback(host: str) -> bool:
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:
-        return False
+    return auth.is_loopback(host)
+
+
+def check_exposure(address: str | None) -> None:
+    """Refuse a non-loopback address unless sign-in is configured (and, for passwords, has an account)."""
+    mode = auth.sign_in_mode()  # a bad TLAB_AUTH or [auth] section is reported here, wherever it serves
+    if auth.is_loopback(address):
+        return
+    count = None
+    if mode == "password":
+        from engine.store import open_store
+
+        store = open_store()
+        try:
+            count = len(store.list_users())
+        finally:
+            store.close()
+    problem = auth.exposure_problem(address, mode, count)
+    if problem:
+        raise TlabError(problem)
 
 
 def _flag_value(value: Any) -> str:
@@ -93,9 +107,7 @@ def streamlit_args(main_py: Path, settings: dict[str, dict[str, Any]], host: str
         server["address"] = host
     if port is not None:
         server["port"] = port
-    address = str(server.get("address", ""))
-    if not address or not is_loopback(address):
-        raise TlabError(f"refusing to listen on {address or 'all interfaces'!r}: {NO_SIGN_IN}")
+    check_exposure(str(server.get("address", "")))
     args = ["run", str(main_py)]
     for section, opts in settings.items():
         if not isinstance(opts, dict):
@@ -117,9 +129,10 @@ def _port(s: str) -> int:
 def add_app_parser(sub) -> None:
     p = sub.add_parser("app", help="start the web app on this machine",
                        description="Start the Tradeoff Lab web app (Streamlit) with the project's settings, "
-                                   "whatever the current directory. It listens on 127.0.0.1 only: "
+                                   "whatever the current directory. It listens on 127.0.0.1 by default; "
                                    + NO_SIGN_IN + ".")
-    p.add_argument("--host", default=None, help="loopback address to listen on (default 127.0.0.1)")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; another one needs "
+                                                 "sign-in: see docs/deploy_team.md)")
     p.add_argument("--port", type=_port, default=None, help="port to listen on (default 8501)")
     p.add_argument("--dry-run", action="store_true", help="print the streamlit command and exit")
     p.set_defaults(func=run_app_cmd)

@@ -59,6 +59,13 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model repository's own code to run")
     p.add_argument("--force", action="store_true", help="recompute even if the store has the results")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    t = p.add_argument_group("task accuracy (language models, through lm-evaluation-harness: the eval extra)")
+    t.add_argument("--tasks", default=None,
+                   help="comma list of lm-eval tasks to score the baseline and every recipe on, e.g. "
+                        "tlab_doc_continuation (offline, ships with Tradeoff Lab) or mmlu,hellaswag")
+    t.add_argument("--task-limit", type=int, default=None, help="questions per task (default: all)")
+    t.add_argument("--task-fewshot", type=int, default=0, help="few-shot examples per question")
+    t.add_argument("--task-batch-size", type=int, default=8, help="lm-eval batch size")
     g = p.add_argument_group("diffusion models")
     g.add_argument("--labels", default=None, help="class labels to generate, e.g. 0,1,2 (default: 0-9)")
     g.add_argument("--prompts", default=None, help="text prompts, separated by '|' (text-to-image models)")
@@ -80,7 +87,7 @@ def sweep_spec_from_args(args):
     from engine.spec import BUNDLED_DIFFUSION, DataSpec, ModelRef, SweepSpec, Workload
 
     if args.spec:
-        return SweepSpec.from_json(_read_text(args.spec, "sweep spec"))
+        return _checked_tasks(SweepSpec.from_json(_read_text(args.spec, "sweep spec")))
     kind = args.kind if args.kind != "auto" else ("diffusion" if args.model == BUNDLED_DIFFUSION else "causal_lm")
     if args.precisions is None:
         args.precisions = ",".join(DEFAULT_PRECISIONS[kind])
@@ -89,13 +96,33 @@ def sweep_spec_from_args(args):
         recipes = [pipeline.parse_recipe(r, args.kv_cache) for r in _csv(args.recipes)]
     else:
         recipes = pipeline.grid(_csv(args.precisions), _csv(args.sparsity), args.kv_cache)
-    return SweepSpec(
+    return _checked_tasks(SweepSpec(
         model=ModelRef(args.model, trust_remote_code=args.trust_remote_code),
         recipes=tuple(recipes),
         data=DataSpec(args.data, args.calib_size, args.calib_seq_len, args.eval_tokens, args.eval_seq_len, args.seed),
         workload=Workload(args.isl, args.osl, tuple(args.batch_sizes)) if args.benchmark else None,
         runtime=args.backend, device=args.device, experiment=args.experiment, kind=kind,
-        generation=_generation_from_args(args) if kind == "diffusion" else None)
+        generation=_generation_from_args(args) if kind == "diffusion" else None,
+        tasks=_tasks_from_args(args)))
+
+
+def _tasks_from_args(args):
+    from engine.spec import TaskAccuracySpec
+
+    if args.tasks is None:
+        if args.task_limit is not None:
+            raise TlabError("--task-limit needs --tasks, e.g. --tasks tlab_doc_continuation --task-limit 40.")
+        return None
+    return TaskAccuracySpec(tuple(_csv(args.tasks)), args.task_limit, args.task_fewshot, args.task_batch_size)
+
+
+def _checked_tasks(spec):
+    """An unknown task name or a missing lm-eval fails here, before the model loads (exit 2)."""
+    if spec.tasks is not None:
+        from engine.task_accuracy import check_tasks
+
+        check_tasks(spec.tasks)
+    return spec
 
 
 def _generation_from_args(args):
@@ -137,7 +164,7 @@ def run_sweep_cmd(args) -> int:
         return 0
     store = open_store()
     # modelopt and transformers print to stdout; keep stdout for the table/JSON/CSV alone.
-    with _ProgressBar() as bar, contextlib.redirect_stdout(sys.stderr):
+    with _ProgressBar(_sweep_estimate(spec, store)) as bar, contextlib.redirect_stdout(sys.stderr):
         results = pipeline.run_sweep(spec, store, bar.update, force=args.force)
     _print_records(results, args.format)
     print(f"\nStored in {store.shown_url}", file=sys.stderr)
@@ -161,9 +188,15 @@ def add_results_parser(sub) -> None:
 
 
 def run_results_cmd(args) -> int:
+    import warnings
+
     from engine.store import open_store
 
-    records = open_store().list_results(model=args.model, precision=args.precision, experiment=args.experiment)
+    with warnings.catch_warnings(record=True) as skipped:  # damaged rows: a plain note, not a Python warning
+        warnings.simplefilter("always")
+        records = open_store().list_results(model=args.model, precision=args.precision, experiment=args.experiment)
+    for w in skipped:
+        print(f"note: {w.message}", file=sys.stderr)
     if not records and args.format == "table":
         print("The store is empty. Run a sweep first: tlab sweep --model bundled", file=sys.stderr)
         return 0
@@ -172,7 +205,7 @@ def run_results_cmd(args) -> int:
         _add_estimates(records, args)
         columns = [c for c in TABLE_COLUMNS if c != "speedup"]
         columns[-1:-1] = ["est_speedup", "est_speedup_low", "est_speedup_high"]
-    _print_records(records, args.format, columns)
+    _print_records(records, args.format, _with_task_columns(columns, records))
     return 0
 
 
@@ -200,12 +233,22 @@ DIFFUSION_COLUMNS = ["model", "precision", "task_accuracy", "task_accuracy_loss_
                      "speedup", "provenance"]
 
 
+def _with_task_columns(columns: list[str], records: list) -> list[str]:
+    """Each lm-eval task's accuracy and loss in points (± its stderr) before the speed columns."""
+    from engine.store.entities import TASK_ACC, TASK_LOSS_PTS, TASK_LOSS_PTS_STDERR, task_names_in
+
+    tasks = task_names_in({name for r in records for name in r.metrics})
+    extra = [f"{prefix}{t}" for t in tasks for prefix in (TASK_ACC, TASK_LOSS_PTS, TASK_LOSS_PTS_STDERR)]
+    at = next((i for i, c in enumerate(columns) if "speedup" in c), len(columns) - 1)
+    return columns[:at] + extra + columns[at:]
+
+
 def _print_records(records: list, fmt: str, columns: list[str] | None = None) -> None:
     from engine.store import export
 
     if columns is None:  # a diffusion sweep's table shows image quality, not perplexity
         diffusion = records and all((r.spec or {}).get("kind") == "diffusion" for r in records)
-        columns = DIFFUSION_COLUMNS if diffusion else TABLE_COLUMNS
+        columns = DIFFUSION_COLUMNS if diffusion else _with_task_columns(TABLE_COLUMNS, records)
     if fmt == "json":
         print(export.to_json(records))
     elif fmt == "csv":
@@ -223,7 +266,7 @@ def _print_provenance_notes(records: list) -> None:
     for r in records:
         if r.speed_not_measured:
             notes.append(f"  {r.precision}/{r.sparsity}: speed not measured — {r.speed_not_measured}")
-        for part in ("accuracy", "speed", "speed_estimate"):
+        for part in ("accuracy", "task_accuracy", "speed", "speed_estimate"):
             p = r.part(part)
             if not p:
                 continue
@@ -237,7 +280,9 @@ def _print_provenance_notes(records: list) -> None:
             continue
         for bs, why in r.speedup_refusals.items():
             notes.append(f"  {r.precision}/{r.sparsity} batch {bs}: no speedup reported — {why}")
-    lines = [line for part in sorted(sources, key=lambda k: k != "accuracy") for line in sources[part]] + notes
+    order = ("accuracy", "task_accuracy")  # accuracy first, then task accuracy, then speed
+    lines = [line for part in sorted(sources, key=lambda k: order.index(k) if k in order else len(order))
+             for line in sources[part]] + notes
     if lines:
         print("\nProvenance:\n  " + "\n  ".join(lines))
 
@@ -245,6 +290,9 @@ def _print_provenance_notes(records: list) -> None:
 def _how_text(p: dict) -> str:
     """The engine, and for a PyTorch speed measurement the decode loop and CPU threads."""
     how = str(p.get("engine") or p.get("backend"))
+    tasks = p.get("tasks") if isinstance(p.get("tasks"), dict) else {}
+    how += "".join(f"; {t.get('task')} v{t.get('task_version')}, {t.get('n_questions')} questions, "
+                   f"{t.get('num_fewshot')}-shot" for t in tasks.values() if isinstance(t, dict))
     loop = p.get("decode_loop")
     if loop:
         how += ", " + ("lean decode loop" if loop.startswith("lean") else "transformers forward")
@@ -264,24 +312,68 @@ def _device_text(device) -> str:
 
 
 class _ProgressBar:
-    """A tqdm bar on stderr driven by the engine's (fraction, stage) callbacks."""
+    """Progress on stderr from the engine's (fraction, stage) callbacks, with the time left: a tqdm
+    bar on a terminal; plain lines elsewhere (a pipe, a log file, CI), on each new stage and at most
+    every PLAIN_EVERY_S seconds otherwise, so a log shows the run without carriage returns."""
+
+    PLAIN_EVERY_S = 5.0
+
+    def __init__(self, estimate_s: float | None = None, stream=None, tty: bool | None = None, clock=None):
+        import time
+
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = getattr(self.stream, "isatty", lambda: False)() if tty is None else tty
+        self.estimate_s, self.clock = estimate_s, clock or time.monotonic
+        self.fraction, self.stage, self.bar, self.last_line = 0.0, None, None, None
 
     def __enter__(self):
-        from tqdm import tqdm
+        self.start = self.clock()
+        if self.tty:
+            from tqdm import tqdm
 
-        self.bar = tqdm(total=1000, file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed} {postfix}",
-                        disable=None)
+            self.bar = tqdm(total=1000, file=self.stream, bar_format="{l_bar}{bar}| {elapsed}{postfix}")
         return self
 
+    def left(self) -> str:
+        from engine.time_estimate import format_remaining, remaining_seconds
+
+        return format_remaining(remaining_seconds(self.fraction, self.clock() - self.start, self.estimate_s))
+
     def update(self, fraction: float, stage: str) -> None:
-        target = int(max(0.0, min(1.0, fraction)) * 1000)
-        if target > self.bar.n:
-            self.bar.update(target - self.bar.n)
-        self.bar.set_description_str(stage[:60], refresh=False)
+        self.fraction = max(self.fraction, min(1.0, max(0.0, float(fraction))))  # a bar never goes back
+        if self.bar is not None:
+            target = int(self.fraction * 1000)
+            if target > self.bar.n:
+                self.bar.update(target - self.bar.n)
+            self.bar.set_postfix_str(self.left(), refresh=False)
+            self.bar.set_description_str(stage[:60])
+            return
+        now = self.clock()
+        if stage != self.stage or self.last_line is None or now - self.last_line >= self.PLAIN_EVERY_S:
+            left = self.left()
+            print(f"[{self.fraction:4.0%}] {stage}" + (f" ({left})" if left else ""), file=self.stream, flush=True)
+            self.last_line = now
+        self.stage = stage
 
     def __exit__(self, *exc):
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
         return False
+
+
+def _sweep_estimate(spec, store) -> float | None:
+    """The up-front estimate (seconds) of a language-model sweep from this device's earlier timings;
+    None for other kinds, whose stages the estimator does not model."""
+    from engine.system import describe_device, resolve_device
+    from engine.time_estimate import estimate_for_spec
+
+    if spec.kind != "causal_lm":
+        return None
+    try:
+        history = [{"timings": r.timings, "spec": r.spec, "device": r.device} for r in store.list_results()]
+    except TlabError:  # an unreadable stored result must not stop a sweep: estimate from defaults
+        history = []
+    return estimate_for_spec(spec.to_dict(), history, describe_device(resolve_device(spec.device))).seconds
 
 
 def add_worker_parser(sub) -> None:
@@ -305,6 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_estimate_parser(sub)
     add_worker_parser(sub)
     add_app_parser(sub)
+    from engine.users_cli import add_users_parser  # `tlab users add|list|remove` (sign-in accounts)
+    add_users_parser(sub)
+    from engine.training.cli import add_train_parser  # `tlab train` (QAT, sparse fine-tuning)
+    add_train_parser(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

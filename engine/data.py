@@ -28,6 +28,9 @@ class PreparedData:
     eval_tokens: int
 
 
+MAX_DATA_FILE_BYTES = 256 * 2**20  # calibration and evaluation use a few MB of text
+
+
 def load_documents(source: str) -> list[str]:
     if source == "bundled":
         from pydoc_data.topics import topics
@@ -39,6 +42,9 @@ def load_documents(source: str) -> list[str]:
     path = Path(source).expanduser()
     if not path.is_file():
         raise DataError(f"Data file '{path}' does not exist. Give a .txt or .jsonl file, or 'bundled'.")
+    if path.stat().st_size > MAX_DATA_FILE_BYTES:  # read whole below: a huge file would exhaust memory first
+        raise DataError(f"Data file '{path}' is {path.stat().st_size / 2**20:,.0f} MiB; a sweep reads at most "
+                        f"{MAX_DATA_FILE_BYTES // 2**20} MiB of text. Use a smaller file (e.g. its first part).")
     text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix == ".jsonl":
         docs = []
@@ -47,7 +53,7 @@ def load_documents(source: str) -> list[str]:
                 continue
             try:
                 docs.append(str(json.loads(line)["text"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            except (json.JSONDecodeError, KeyError, TypeError, RecursionError) as exc:  # Recursion: nested too deep
                 raise DataError(f"{path}, line {n}: expected a JSON object with a \"text\" field ({exc}).") from exc
     else:
         docs = [p for p in text.split("\n\n") if p.strip()]
@@ -87,19 +93,40 @@ def split_documents(docs: list[str]) -> tuple[list[str], list[str]]:
     return calibration, evaluation
 
 
-def prepare(tokenizer, spec: DataSpec) -> PreparedData:
-    """Tokenize once; cut calibration sequences (random offsets, seeded) and evaluation windows."""
-    import torch
-
-    calib_docs, eval_docs = split_documents(load_documents(spec.source))
+def token_ids(tokenizer, source: str) -> tuple[Any, Any]:
+    """(calibration, evaluation) token ids of `source` as 1-D LongTensors: the parts `prepare` cuts from."""
+    calib_docs, eval_docs = split_documents(load_documents(source))
     sep = "\n\n"
     calib_ids = tokenizer(sep.join(calib_docs), return_tensors="pt").input_ids[0]
     eval_ids = tokenizer(sep.join(eval_docs), return_tensors="pt").input_ids[0]
+    return calib_ids, eval_ids
+
+
+def available_tokens(tokenizer, source: str) -> tuple[int, int]:
+    """(calibration, evaluation) tokens `source` holds for this tokenizer: the most a sweep can ask for
+    (the app checks its fields against them before queueing)."""
+    calib_ids, eval_ids = token_ids(tokenizer, source)
+    return len(calib_ids), len(eval_ids)
+
+
+def training_documents(source: str) -> tuple[list[str], list[str]]:
+    """(training, held-out evaluation) documents for fine-tuning: training is the calibration part,
+    so it never shares a paragraph with the evaluation text."""
+    train, held_out = split_documents(load_documents(source))
+    if not held_out:
+        raise DataError(f"'{source}' has no paragraph left for the held-out evaluation text "
+                        "(every paragraph repeats one in the training part); give more varied text.")
+    return train, held_out
+
+
+def prepare(tokenizer, spec: DataSpec) -> PreparedData:
+    """Tokenize once; cut calibration sequences (random offsets, seeded) and evaluation windows."""
+    calib_ids, eval_ids = token_ids(tokenizer, spec.source)
 
     if len(eval_ids) < spec.eval_tokens:
         raise DataError(
             f"The evaluation text has {len(eval_ids)} tokens but {spec.eval_tokens} were asked for. "
-            "Lower --eval-tokens or give more text.")
+            "Lower --eval-tokens (the app's 'Evaluation tokens' field) or give more text.")
     seq = min(spec.eval_seq_len, spec.eval_tokens)
     if seq < 16:
         raise DataError(f"Evaluate on at least 16 tokens (got {spec.eval_tokens}).")

@@ -11,6 +11,9 @@ def check_name(kind: str, name: str, valid: Iterable[str]) -> str:
     valid = list(valid)
     if name in valid:
         return name
+    if not isinstance(name, str):  # e.g. a list in a spec file: difflib would fail on it
+        raise UnknownNameError(f"The {kind} must be a name (text), got {name!r:.60}. Valid {kind} names: "
+                               f"{', '.join(valid)}.")
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownNameError(f"Unknown {kind} '{name}'.{hint} Valid {kind} names: {', '.join(valid)}.")

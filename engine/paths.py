@@ -1,6 +1,7 @@
 """Where Tradeoff Lab keeps its files: one home folder (overridable with $TLAB_HOME) for what it
 writes, and the shipped data files (assets) it reads."""
 
+import errno
 import os
 from importlib import resources
 from pathlib import Path
@@ -23,8 +24,10 @@ def tlab_home() -> Path:
     except OSError as exc:  # below a file, read-only, or full: say which, and what to set
         from engine.errors import SettingError
 
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise SettingError(f"Tradeoff Lab's data folder {home} cannot be created ({exc.strerror or exc}); "
-                           "set TLAB_HOME to a folder you can write to.") from None
+                           + ("free some space on that disk, or " if full else "")
+                           + "set TLAB_HOME to a folder you can write to.") from None
     if not os.access(home, os.W_OK):
         from engine.errors import SettingError
 

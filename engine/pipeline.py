@@ -11,6 +11,7 @@ from typing import Any
 
 from engine import registry
 from engine.access import check_web_sweep
+from engine.auth import current_owner
 from engine.cpu_threads import job_threads
 from engine.errors import SpecError, TlabError, UnsupportedOnDevice
 from engine.system import describe_device, resolve_device, versions
@@ -75,6 +76,10 @@ def run_causal_lm_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     specs = spec.replace(device=device).experiments()
     for s in specs:
         check_runnable(s.recipe, device)
+    if spec.tasks is not None:  # lm-eval installed, every task name known: before any work
+        from engine.task_accuracy import check_tasks
+
+        check_tasks(spec.tasks)
     workload = spec.workload
     runtime, unmeasurable = _runtime_for(spec.runtime, specs, device) if workload is not None else (None, {})
     experiment = spec.experiment or f"{loc.name} sweep"
@@ -85,6 +90,7 @@ def run_causal_lm_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     store.ensure_experiment(experiment, loc.name, {"data": spec.data.__dict__})
     with job_threads(device) as threads:  # CPU: only the cores other programs leave free
         ctx = _Context.load(spec.model, spec.data, device, progress, threads)
+        ctx.task_baseline = _baseline_tasks(ctx, spec, progress)
         acc_share = 0.8 if runtime is None else 0.6
         to_benchmark, results = [], []
         for n, exp in enumerate(todo):
@@ -158,6 +164,7 @@ class _Context:
     def __init__(self, loaded, data, reference, device, timings, threads=None):
         self.loaded, self.data, self.reference, self.device, self.timings = loaded, data, reference, device, timings
         self.threads = threads  # (number, why) on CPU
+        self.task_baseline = None  # {task: TaskScore} of the baseline when the spec asks for tasks
 
     @classmethod
     def load(cls, model: ModelRef, data_spec: DataSpec, device: str, progress: Progress,
@@ -194,20 +201,55 @@ def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, model_name: s
         model, metrics = ctx.loaded.model, evaluate.reference_metrics(ctx.reference, ctx.data.eval_ids)
     else:
         t0 = time.perf_counter()
+        progress(0.0, f"applying {spec.recipe.label}")  # modelopt's setup takes a while before its first batch
         model = apply_recipe(copy.deepcopy(ctx.loaded.model), spec.recipe, ctx.data.calib,
                              lambda f, s: progress(0.7 * f, s))
         t1 = time.perf_counter()
         metrics = evaluate.compare(model, ctx.data.eval_ids, ctx.reference,
                                    lambda f, s: progress(0.7 + 0.3 * f, f"{s} {spec.recipe.label}"))
         timings.update(calibrate_s=t1 - t0, evaluate_s=time.perf_counter() - t1)
+    provenance = {"accuracy": _accuracy_provenance(ctx, spec)}
+    if spec.tasks is not None:
+        metrics, provenance = _with_tasks(ctx, spec, model, metrics, provenance, timings, progress)
     result = Result(
         id=spec.id, experiment=experiment, model=model_name, precision=spec.recipe.precision,
         sparsity=spec.recipe.sparsity, kv_cache=spec.recipe.kv_cache, spec=spec.to_dict(), metrics=metrics,
-        provenance={"accuracy": _accuracy_provenance(ctx, spec)}, timings=timings,
+        provenance=provenance, timings=timings,
         device=describe_device(ctx.device), versions=versions(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        owner=current_owner(),  # who started the job (the worker's TLAB_OWNER), never the payload
     )
     return result, model
+
+
+def _baseline_tasks(ctx: _Context, spec: SweepSpec, progress: Progress) -> dict | None:
+    """The baseline's task scores, once per sweep (like the perplexity reference): every recipe's
+    loss in points is taken against them, even when the baseline's own result is reused."""
+    if spec.tasks is None:
+        return None
+    from engine.task_accuracy import score_tasks
+
+    t0 = time.perf_counter()
+    progress(0.2, f"scoring the baseline on {', '.join(spec.tasks.names)} (lm-eval)")
+    scores = score_tasks(ctx.loaded.model, ctx.loaded.tokenizer, spec.tasks)
+    ctx.timings["baseline_tasks_s"] = time.perf_counter() - t0
+    return scores
+
+
+def _with_tasks(ctx: _Context, spec: ExperimentSpec, model: Any, metrics: dict, provenance: dict,
+                timings: dict, progress: Progress) -> tuple[dict, dict]:
+    """Metrics and provenance with the recipe's task accuracy and its loss in points vs the baseline."""
+    from engine.task_accuracy import result_metrics, result_provenance, score_tasks
+
+    if spec.recipe == BASELINE:
+        scores = ctx.task_baseline
+    else:
+        t0 = time.perf_counter()
+        progress(1.0, f"scoring {spec.recipe.label} on {', '.join(spec.tasks.names)} (lm-eval)")
+        scores = score_tasks(model, ctx.loaded.tokenizer, spec.tasks)
+        timings["tasks_s"] = time.perf_counter() - t0
+    return ({**metrics, **result_metrics(ctx.task_baseline, scores)},
+            {**provenance, "task_accuracy": result_provenance(scores, describe_device(ctx.device))})
 
 
 def _accuracy_provenance(ctx: _Context, spec: ExperimentSpec) -> dict:
@@ -242,12 +284,30 @@ def _speed_metrics(speed: list, baseline: list) -> dict[str, float]:
         ratio, _ = speedup(b, m, _speed_metric(m)) if b is not None else (None, None)
         if ratio is not None:
             out[f"speedup_bs{m.batch_size}"] = ratio
+            spread = _speedup_spread(b, m)
+            if spread is not None:
+                out[f"speedup_spread_bs{m.batch_size}"] = spread
             if i == 0:
                 out["speedup"] = ratio
+                if spread is not None:
+                    out["speedup_spread"] = spread
     bits = COMPUTE_BITS.get(str(speed[0].provenance.get("compute_dtype"))) if speed else None
     if bits:  # what the unquantized parts computed in: a CPU "BF16" baseline runs in FP32
         out["speed_compute_bits"] = float(bits)
     return out
+
+
+def _speedup_spread(base, m) -> float | None:
+    """The relative run-to-run spread of a speedup (a ratio of two medians): the two sides' relative
+    spreads added in quadrature, as relative errors of a ratio of independent measurements combine.
+    The baseline against itself is exactly 1, with no spread."""
+    import math
+
+    if base is m:
+        return None
+    metric = _speed_metric(m)
+    sb, sc = base.spread.get(metric), m.spread.get(metric)
+    return None if sb is None or sc is None else math.hypot(sb, sc)
 
 
 COMPUTE_BITS = {"float32": 32, "bfloat16": 16, "float16": 16}

@@ -1,8 +1,11 @@
 """Pure functions: results DataFrame -> chart data -> plotly Figure. No per-row Python loops.
 
-The main chart is speedup (y, times faster than the run's baseline) against accuracy loss (x, relative
-perplexity increase in %). Marker shape says where a number came from: measured, estimated or
-published. Published points use their source's own accuracy metric (MMLU loss), which the hover says.
+The main chart is speedup (y, times faster than the run's baseline) against accuracy loss (x: the user's
+choice of relative perplexity increase in %, KL divergence, or an lm-eval task's accuracy loss in points;
+LANGUAGE_AXES / accuracy_axes). Marker shape says where a number came from: measured, estimated or
+published. Measured points carry error bars: the speedup's run-to-run spread, and a task loss's
+standard error. Published points (MMLU loss of other, larger models) go on the task-accuracy axis only,
+labelled as such.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from engine import registry
+from engine.store.entities import TASK_ACC, TASK_LOSS_PTS, TASK_LOSS_PTS_STDERR, task_names_in
 
 ACCURACY_LOSS = "ppl_increase_pct"
 SPEEDUP = "speedup"
@@ -27,7 +31,9 @@ HOVER_FIELDS = [  # (column, label, number format) shown in the hover box when p
     ("batch_size", "Batch size", None), (ACCURACY_LOSS, "Perplexity increase (%)", ":.3f"),
     ("perplexity", "Perplexity", ":.3f"), ("baseline_perplexity", "Baseline perplexity", ":.3f"),
     ("kl_div", "KL divergence", ":.4f"), ("top1_agreement", "Top-1 agreement", ":.3f"),
-    ("y_speedup", "Speedup (x)", ":.3f"), ("y_low", "Speedup band low (x)", ":.3f"),
+    ("x_err", "± standard error (points)", ":.2f"),
+    ("y_speedup", "Speedup (x)", ":.3f"), ("y_err", "± half run-to-run spread (x)", ":.3f"),
+    ("y_low", "Speedup band low (x)", ":.3f"),
     ("y_high", "Speedup band high (x)", ":.3f"), ("speed_note", "Speed", None),
     ("y_decode_tok_s", "Decode tokens/s", ":.1f"),
     ("y_ttft_ms", "Time to first token (ms)", ":.1f"), ("device", "Device", None), ("backend", "Engine", None),
@@ -73,14 +79,83 @@ def _metric_at(df: pd.DataFrame, name: str, batch_size: int | None) -> pd.Series
     return pd.Series(np.nan, index=df.index, dtype=float)
 
 
-def chart_frame(df: pd.DataFrame, batch_size: int | None = None) -> pd.DataFrame:
-    """Rows ready to plot: recipe label, x = accuracy loss, y = speedup at `batch_size` (None: the
-    unsuffixed `speedup`, i.e. the first batch size of each run), and the hover fields."""
+@dataclass(frozen=True)
+class AccuracyAxis:
+    """A language model's accuracy metric as the chart's x axis."""
+
+    metric: str  # the metric column
+    label: str  # the choice's name
+    axis: str  # the x axis title
+    column: str  # the table column's title
+    stderr_metric: str | None = None  # its standard error, drawn as an x error bar
+    task: str | None = None  # the lm-eval task (task-accuracy axes)
+
+    lower_is_better = True  # every language-model axis is a loss
+
+    @property
+    def title(self) -> str:
+        what = f"{self.task} accuracy loss" if self.task else self.label.split(" (")[0]
+        return f"Speedup vs {what} (up and left is better)"
+
+    @property
+    def published(self) -> bool:
+        """Published MMLU-loss points belong on a task-accuracy axis only: never beside perplexity or KL."""
+        return self.task is not None
+
+
+PERPLEXITY_AXIS = "Accuracy loss: perplexity increase vs baseline (%)"
+LANGUAGE_AXES = {
+    "ppl": AccuracyAxis(ACCURACY_LOSS, "perplexity increase (%)", PERPLEXITY_AXIS, "Perplexity increase (%)"),
+    "kl": AccuracyAxis("kl_div", "KL divergence", "Accuracy loss: KL divergence from the baseline (nats per token)",
+                       "KL divergence"),
+}
+
+
+def task_axis(task: str) -> AccuracyAxis:
+    return AccuracyAxis(TASK_LOSS_PTS + task, f"task-accuracy loss (points): {task}",
+                        f"Accuracy loss: {task} accuracy vs baseline (percentage points)",
+                        f"{task} loss (points)", TASK_LOSS_PTS_STDERR + task, task)
+
+
+def accuracy_axes(df: pd.DataFrame) -> dict[str, AccuracyAxis]:
+    """The accuracy axes these results can be drawn on: perplexity increase always, KL divergence where
+    measured, and one task-accuracy-loss axis per lm-eval task some result has ("task:<name>")."""
+    axes = {"ppl": LANGUAGE_AXES["ppl"]}
+    if "kl_div" in df.columns and df["kl_div"].notna().any():
+        axes["kl"] = LANGUAGE_AXES["kl"]
+    for task in task_names_in(df.columns):
+        if df[TASK_LOSS_PTS + task].notna().any():
+            axes[f"task:{task}"] = task_axis(task)
+    return axes
+
+
+def _axis(accuracy: str | AccuracyAxis) -> AccuracyAxis:
+    if isinstance(accuracy, AccuracyAxis):
+        return accuracy
+    if accuracy.startswith("task:"):
+        return task_axis(accuracy[len("task:"):])
+    return LANGUAGE_AXES[accuracy]
+
+
+def chart_frame(df: pd.DataFrame, batch_size: int | None = None, accuracy: str | AccuracyAxis = "ppl") -> pd.DataFrame:
+    """Rows ready to plot: recipe label, x = accuracy loss on the `accuracy` axis (a LANGUAGE_AXES key,
+    "task:<name>" or an AccuracyAxis) with its standard error as x_err where it has one, y = speedup at
+    `batch_size` (None: the unsuffixed `speedup`, i.e. the first batch size of each run) with y_err,
+    and the hover fields.
+
+    y_err is half the speedup's relative run-to-run spread (the pipeline's speedup_spread: baseline and
+    recipe spreads in quadrature) times the speedup, so the bar spans the interquartile range of the
+    runs around the median."""
+    axis = _axis(accuracy)
     out = df.copy()
     out["recipe"] = recipe_labels(out) if len(out) else pd.Series(dtype=str)
     out["batch_size"] = batch_size if batch_size is not None else np.nan
-    out["x_loss"] = _metric_at(out, ACCURACY_LOSS, None)
+    out["x_loss"] = _metric_at(out, axis.metric, None)
+    out["x_err"] = _metric_at(out, axis.stderr_metric, None) if axis.stderr_metric else np.nan
+    if axis.task is not None:
+        out["task_accuracy"] = _metric_at(out, TASK_ACC + axis.task, None)
     out["y_speedup"] = _metric_at(out, "speedup", batch_size)
+    out["y_err"] = out["y_speedup"] * _metric_at(out, "speedup_spread", batch_size) / 2
     out["y_ttft_ms"] = _metric_at(out, "ttft_ms", batch_size)
     decode = _metric_at(out, "decode_tokens_per_sec", batch_size)
     out["y_decode_tok_s"] = decode.where(decode.notna(), _metric_at(out, "decode_tok_s", batch_size))
@@ -196,6 +271,19 @@ def published_points(published: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def published_on_axis(points: pd.DataFrame, results: pd.DataFrame, accuracy: str | AccuracyAxis,
+                      batch_size: int | None = None) -> pd.DataFrame:
+    """The published MMLU-loss points to draw on this accuracy axis: none unless it is a task-accuracy
+    axis; there, those of the precisions the results have (any model: the label names theirs), at
+    `batch_size` where the source measured that batch."""
+    if not _axis(accuracy).published or points.empty or results.empty:
+        return points.iloc[0:0]
+    out = points[points["precision"].isin(results["precision"].unique())]
+    if batch_size is not None and (out["batch_size"] == batch_size).any():
+        out = out[out["batch_size"] == batch_size]
+    return out.reset_index(drop=True)
+
+
 def matching_published(points: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     """Published points whose model and precision also appear in `results`."""
     if points.empty or results.empty:
@@ -207,7 +295,8 @@ def matching_published(points: pd.DataFrame, results: pd.DataFrame) -> pd.DataFr
 # --- figures ------------------------------------------------------------------------------------
 
 def _hover(df: pd.DataFrame) -> tuple[np.ndarray, str]:
-    fields = [(c, label, fmt) for c, label, fmt in HOVER_FIELDS if c in df.columns]
+    fields = [(c, label, fmt) for c, label, fmt in HOVER_FIELDS if c in df.columns
+              and not (c in ("x_err", "y_err") and df[c].isna().all())]  # no empty error-bar lines
     custom = df[[c for c, _, _ in fields]].astype(object).where(df[[c for c, _, _ in fields]].notna(), "-")
     lines = [f"{label}: %{{customdata[{i}]{fmt or ''}}}" for i, (_, label, fmt) in enumerate(fields)]
     return custom.to_numpy(), "<br>".join(lines) + "<extra></extra>"
@@ -222,7 +311,6 @@ def _trace_label(prec: str, group: pd.DataFrame) -> str:
     return label
 
 
-PERPLEXITY_AXIS = "Accuracy loss: perplexity increase vs baseline (%)"
 MMLU_AXIS = "Accuracy loss: MMLU loss vs the source's own baseline (%)"
 
 
@@ -245,9 +333,14 @@ def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = N
         if "y_low" in group and group["y_low"].notna().any():  # an estimate's band as an error bar
             band = {"type": "data", "symmetric": False, "array": (group["y_high"] - group["y_speedup"]).to_numpy(),
                     "arrayminus": (group["y_speedup"] - group["y_low"]).to_numpy(), "thickness": 1}
+        elif point_kind == "measured" and "y_err" in group and group["y_err"].notna().any():  # run-to-run spread
+            band = {"type": "data", "array": group["y_err"].fillna(0).to_numpy(), "thickness": 1}
+        x_bar = None
+        if "x_err" in group and group["x_err"].notna().any():  # a task loss's standard error
+            x_bar = {"type": "data", "array": group["x_err"].fillna(0).to_numpy(), "thickness": 1}
         fig.add_trace(scatter(
             x=group["x_loss"], y=group["y_speedup"], mode="markers", customdata=custom, hovertemplate=template,
-            error_y=band,
+            error_y=band, error_x=x_bar,
             name=f"{_trace_label(prec, group)} ({point_kind})",
             legendgroup=str(prec),
             marker={"symbol": PROVENANCE_SYMBOLS.get(point_kind, "circle"), "size": 10,
@@ -263,14 +356,17 @@ def speedup_accuracy_figure(df: pd.DataFrame, published: pd.DataFrame | None = N
             label = registry.PRECISIONS[prec].label if prec in registry.PRECISIONS else str(prec)
             custom = group[["recipe", "model", "gpu", "batch_size", "baseline", "source_label",
                             "engine_version"]].astype(object).fillna("-").to_numpy()
+            models = ", ".join(sorted({str(m).split("/")[-1] for m in group["model"]}))
             fig.add_trace(go.Scatter(
-                x=group["x_loss"], y=group["y_speedup"], mode="markers", name=f"{label} (published, MMLU loss)",
+                x=group["x_loss"], y=group["y_speedup"], mode="markers",
+                name=f"{label} (published: MMLU loss of {models}, not this task or model)",
                 customdata=custom, legendgroup=f"published-{prec}",
                 marker={"symbol": PROVENANCE_SYMBOLS["published"], "size": 11, "color": "rgba(0,0,0,0)",
                         "line": {"width": 2, "color": PRECISION_COLORS.get(prec, "#7F7F7F")}},
                 hovertemplate=("<b>published</b>: %{customdata[0]}<br>Model: %{customdata[1]}<br>GPU: %{customdata[2]}"
                                "<br>Batch size: %{customdata[3]}<br>Speedup vs %{customdata[4]}: %{y:.2f}x"
-                               "<br>MMLU loss (not perplexity): %{x:.2f}%<br>Source: %{customdata[5]}"
+                               "<br>MMLU loss (% of the source's baseline score), measured on MMLU with "
+                               "%{customdata[1]}, not on this task or model: %{x:.2f}%<br>Source: %{customdata[5]}"
                                "<br>Engine: %{customdata[6]}<extra></extra>")))
     fig.add_hline(y=1.0, line={"color": "#999", "width": 1}, annotation_text="baseline speed",
                   annotation_position="bottom right")
@@ -290,9 +386,12 @@ def accuracy_figure(df: pd.DataFrame, title: str | None = None, y_title: str = "
 
     plot = df[df["x_loss"].notna()].sort_values("x_loss", ascending=lower_is_better)
     custom, template = _hover(plot)
+    stderr = None  # a task loss's standard error
+    if "x_err" in plot and plot["x_err"].notna().any():
+        stderr = {"type": "data", "array": plot["x_err"].fillna(0).to_numpy(), "thickness": 1}
     fig = go.Figure(go.Bar(
         x=plot["recipe"] + " · " + plot["model"].astype(str).str.slice(0, 40) if plot["model"].nunique() > 1
-        else plot["recipe"], y=plot["x_loss"], customdata=custom, hovertemplate=template,
+        else plot["recipe"], y=plot["x_loss"], customdata=custom, hovertemplate=template, error_y=stderr,
         marker={"color": plot["precision"].map(PRECISION_COLORS).fillna("#7F7F7F")}))
     fig.update_layout(
         title=title or "Accuracy loss per recipe (no speedup to show)",

@@ -65,25 +65,37 @@ def apply_recipe(model: Any, recipe: Recipe, calib: list, progress: Progress | N
     # once per forward call, so batching cuts calibration time without changing the data.
     batches = [torch.cat(group).to(device) for group in calibration_batches(calib, CALIB_BATCH)]
 
+    sparse = registry.sparsity(recipe.sparsity)
+    cfg = modelopt_config(recipe)
+    # Progress of this recipe's preparation: pruning takes the first half when quantization follows.
+    prune_share = (0.5 if cfg is not None else 1.0) if sparse.modelopt_mode else 0.0
+
     def forward_loop(m):
         with torch.no_grad():
             for i, b in enumerate(batches):
                 m(b)
-                progress((i + 1) / len(batches), f"calibrating {recipe.label}")
+                progress(prune_share + (1 - prune_share) * (i + 1) / len(batches), f"calibrating {recipe.label}")
 
-    sparse = registry.sparsity(recipe.sparsity)
     if sparse.modelopt_mode:
         import modelopt.torch.sparsity as mts
 
-        progress(0.0, f"pruning 2:4 ({sparse.label})")
-        config = {"data_loader": batches, "collect_func": lambda x: x} if sparse.needs_data else None
+        stage = f"pruning 2:4 ({sparse.label})"
+        progress(0.0, stage)
+        config = None
         if sparse.needs_data:
-            config["device"] = str(device)  # SparseGPT's Hessian device; defaults to cuda
+            def hessian_loop(m):  # SparseGPT's statistics pass, reported per batch (its masks follow)
+                for i, b in enumerate(batches):
+                    m(b)
+                    progress(prune_share * 0.5 * (i + 1) / len(batches), stage)
+                progress(prune_share * 0.5, f"{stage}: computing masks")
+
+            # device: SparseGPT's Hessian device (its default is cuda)
+            config = {"forward_loop": hessian_loop, "device": str(device)}
         with torch.no_grad() if not sparse.needs_data else _nullcontext():
             model = mts.sparsify(model, sparse.modelopt_mode, config=config)
         model = mts.export(model)  # bake the masks into the weights before quantizing (as hf_ptq does)
+        progress(prune_share, stage)
 
-    cfg = modelopt_config(recipe)
     if cfg is not None:
         import modelopt.torch.quantization as mtq
 

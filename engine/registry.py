@@ -49,7 +49,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
                   "A Hugging Face causal language model (safetensors or GGUF); accuracy is perplexity, "
                   "KL divergence and top-1 agreement against the unquantized model."),
         ModelKind("diffusion", "Diffusion model", "engine.diffusion.sweep:run_diffusion_sweep",
-                  ("task_accuracy", "psnr_db", "ssim", "latent_psnr_db"), ("torch",),
+                  ("task_accuracy", "psnr_db", "ssim", "latent_psnr_db"), ("torch", "tensorrt"),
                   "A diffusers denoiser (UNet) and its scheduler; quality is PSNR and SSIM of the images "
                   "against the unquantized model's from the same seeds, plus a task metric where the model "
                   "has one (the bundled model: the share of images read as the requested digit).",
@@ -101,27 +101,28 @@ class Precision:
 
 
 _TRT = {"tensorrt_llm": ("cuda",)}
+_TRT_DIFFUSION = {"tensorrt": ("cuda",)}  # TensorRT engines of a diffusion denoiser (engine/runtimes/tensorrt)
 
 PRECISIONS: dict[str, Precision] = {
     p.name: p
     for p in [
         Precision("bf16", "BF16", None, 16, 16, None, "ampere", "pytorch", sparse_kernels=True,
-                  aliases=("BF16",), kernels={"torch": ("cpu", "cuda"), **_TRT},
+                  aliases=("BF16",), kernels={"torch": ("cpu", "cuda"), **_TRT, **_TRT_DIFFUSION},
                   model_kinds=("causal_lm", "diffusion"), description="Unquantized bfloat16 baseline."),
         Precision("fp16", "FP16", None, 16, 16, None, "volta", "pytorch", "fp16", "fp16",
                   sparse_kernels=True, kv_format="fp16", aliases=("FP16",),
-                  kernels={"torch": ("cpu", "cuda"), **_TRT}, model_kinds=("causal_lm", "diffusion"),
+                  kernels={"torch": ("cpu", "cuda"), **_TRT, **_TRT_DIFFUSION}, model_kinds=("causal_lm", "diffusion"),
                   description="Unquantized float16 baseline."),
         Precision("fp8", "FP8", "FP8_DEFAULT_CFG", 8, 8, "FP8", "ada", "pytorch", "fp8", "fp8", "fp8",
                   weight_bytes=1.0, kv_format="fp8", sparse_kernels=True, estimator_weights="fp8",
                   estimator_gemm="fp8",
                   aliases=("FP8", "FP8 (table does not restate; blog figures are FP8)"),
-                  kernels={"torch": ("cuda",), **_TRT}, model_kinds=("causal_lm", "diffusion"),
+                  kernels={"torch": ("cuda",), **_TRT, **_TRT_DIFFUSION}, model_kinds=("causal_lm", "diffusion"),
                   description="FP8 E4M3 weights and activations, per-tensor scales."),
         Precision("int8_sq", "INT8 SmoothQuant", "INT8_SMOOTHQUANT_CFG", 8, 8, "W8A8_SQ_PER_CHANNEL",
                   "ampere", "engine", "int8", "int8", "int8", weight_bytes=1.0, sparse_kernels=True,
                   estimator_weights="int8_sq", estimator_gemm="int8_sq",
-                  aliases=("INT8 SmoothQuant (W8A8)",), kernels={"torch": ("cpu",), **_TRT},
+                  aliases=("INT8 SmoothQuant (W8A8)",), kernels={"torch": ("cpu",), **_TRT, **_TRT_DIFFUSION},
                   model_kinds=("causal_lm", "diffusion"),
                   description="INT8 weights (per channel) and activations after SmoothQuant scaling."),
         Precision("int4_awq", "INT4 AWQ", "INT4_AWQ_CFG", 4, 16, "W4A16_AWQ", "ampere", "pytorch",
@@ -192,6 +193,9 @@ BACKENDS: dict[str, Backend] = {
                 "PyTorch (CPU or GPU) with modelopt's integers on real low-precision kernels."),
         Backend("tensorrt_llm", "TensorRT-LLM", "engine.runtimes.tensorrt_llm:TensorRTLLMRuntime",
                 (), "TensorRT-LLM's trtllm-bench (NVIDIA GPU)."),
+        Backend("tensorrt", "TensorRT", "engine.runtimes.tensorrt:TensorRTRuntime", ("trt",),
+                "TensorRT engines built and timed with trtexec from the denoiser's ONNX (diffusion models; "
+                "NVIDIA GPU)."),
     ]
 }
 

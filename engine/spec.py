@@ -169,6 +169,45 @@ class GenerationSpec:
             raise SpecError(f"Scheduler {self.scheduler!r} is not one of ddim, ddpm, euler, default.")
 
 
+TASK_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+MAX_TASK_QUESTIONS = 1_000_000
+MAX_FEWSHOT = 64
+
+
+@dataclass(frozen=True)
+class TaskAccuracySpec:
+    """Task accuracy through lm-evaluation-harness, scored on the baseline and on every recipe's
+    calibrated model in memory: lm-eval task names (`tlab_doc_continuation` is the offline one that
+    ships with Tradeoff Lab), the first `limit` questions of each (None: all), few-shot examples per
+    question, and lm-eval's batch size. Whether lm-eval knows the names is checked where it is
+    installed (engine.task_accuracy.check_tasks), before any work: this layer cannot import it."""
+
+    names: tuple[str, ...]
+    limit: int | None = None
+    num_fewshot: int = 0
+    batch_size: int = 8
+
+    def __post_init__(self):
+        names = self.names
+        if isinstance(names, str) or not isinstance(names, (tuple, list)):
+            raise SpecError("The task names must be a list, e.g. [\"tlab_doc_continuation\"].")
+        for name in names:
+            if not isinstance(name, str) or not TASK_NAME_PATTERN.match(name):
+                raise SpecError(f"{name!r} is not a task name (letters, digits, _ . -; at most 100 characters), "
+                                "e.g. tlab_doc_continuation or mmlu.")
+        names = tuple(dict.fromkeys(names))  # order kept, duplicates dropped: the same tasks, the same id
+        if not names:
+            raise SpecError("Give at least one task, e.g. tlab_doc_continuation (offline) or mmlu.")
+        object.__setattr__(self, "names", names)
+        if self.limit is not None:
+            object.__setattr__(self, "limit", whole_number("task limit (questions per task)", self.limit, 1,
+                                                           MAX_TASK_QUESTIONS, SpecError))
+        object.__setattr__(self, "num_fewshot", whole_number("few-shot examples", self.num_fewshot, 0, MAX_FEWSHOT,
+                                                             SpecError))
+        object.__setattr__(self, "batch_size", whole_number("task batch size", self.batch_size, 1, MAX_BATCH,
+                                                            SpecError))
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     model: ModelRef = field(default_factory=ModelRef)
@@ -178,9 +217,10 @@ class ExperimentSpec:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
     kind: str = DEFAULT_KIND  # registry.MODEL_KINDS
     generation: GenerationSpec | None = None  # what a diffusion model generates (None for language models)
+    tasks: TaskAccuracySpec | None = None  # task accuracy to score (None: perplexity metrics only)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _without_absent_tasks(dataclasses.asdict(self))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -198,6 +238,7 @@ class ExperimentSpec:
             device=d.get("device", "auto"),
             kind=d.get("kind", DEFAULT_KIND),
             generation=None if d.get("generation") is None else _build(GenerationSpec, "generation", d["generation"]),
+            tasks=_tasks_from(d.get("tasks")),
         )
 
     @classmethod
@@ -214,12 +255,12 @@ class ExperimentSpec:
 
 def spec_hash(obj: Any) -> str:
     """Stable content hash of a spec dataclass (or dict): sha256 of canonical JSON, 16 hex digits.
-    The default model kind and an absent generation spec are left out, so results stored before
-    model kinds existed keep their ids."""
+    The default model kind and an absent generation or task-accuracy spec are left out, so results
+    stored before those fields existed keep their ids (and a spec with tasks never reuses them)."""
     d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
     if isinstance(d, dict):
-        d = {k: v for k, v in d.items()
-             if not (k == "kind" and v == DEFAULT_KIND) and not (k == "generation" and v is None)}
+        d = {k: v for k, v in d.items() if not (k == "kind" and v == DEFAULT_KIND)
+             and not (k in ("generation", "tasks") and v is None)}
     blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -248,6 +289,7 @@ class SweepSpec:
     kind: str = DEFAULT_KIND
     experiment: str | None = None
     generation: GenerationSpec | None = None  # diffusion: what to generate (default: GenerationSpec())
+    tasks: TaskAccuracySpec | None = None  # language models: task accuracy through lm-eval (None: none)
 
     def __post_init__(self):
         for name, cls in (("model", ModelRef), ("data", DataSpec)):
@@ -262,6 +304,11 @@ class SweepSpec:
             object.__setattr__(self, "generation", GenerationSpec())
         if self.generation is not None and (kind.name != "diffusion" or not isinstance(self.generation, GenerationSpec)):
             raise SpecError(f"Generation settings apply to diffusion models, not to a {kind.label.lower()}.")
+        if self.tasks is not None and not isinstance(self.tasks, TaskAccuracySpec):
+            raise SpecError("SweepSpec.tasks must be a TaskAccuracySpec or None.")
+        if self.tasks is not None and kind.name != DEFAULT_KIND:
+            raise SpecError(f"Task accuracy through lm-eval applies to language models, not to a {kind.label.lower()} "
+                            "(a diffusion sweep measures its own task metric).")
         recipes = tuple(self.recipes)
         if not recipes or not all(isinstance(r, Recipe) for r in recipes):
             raise SpecError("Give at least one recipe to try (e.g. fp8 or int4_awq); the baseline runs with it.")
@@ -285,12 +332,12 @@ class SweepSpec:
 
     def experiments(self) -> list[ExperimentSpec]:
         """One spec per recipe, baseline first: their ids are the results' ids."""
-        return [ExperimentSpec(self.model, r, self.data, self.workload, self.device, self.kind, self.generation)
-                for r in self.recipes]
+        return [ExperimentSpec(self.model, r, self.data, self.workload, self.device, self.kind, self.generation,
+                               self.tasks) for r in self.recipes]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA_VERSION, **dataclasses.asdict(self),
-                "recipes": [dataclasses.asdict(r) for r in self.recipes]}
+        return _without_absent_tasks({"schema": SCHEMA_VERSION, **dataclasses.asdict(self),
+                                      "recipes": [dataclasses.asdict(r) for r in self.recipes]})
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -316,18 +363,28 @@ class SweepSpec:
             runtime=d.get("runtime", "torch"), device=d.get("device", "auto"),
             kind=d.get("kind", DEFAULT_KIND), experiment=d.get("experiment"),
             generation=None if d.get("generation") is None else _build(GenerationSpec, "generation", d["generation"]),
+            tasks=_tasks_from(d.get("tasks")),
         )
 
     @classmethod
     def from_json(cls, text: str) -> "SweepSpec":
         try:
             data = json.loads(text)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise SpecError(f"The sweep spec is not valid JSON ({exc}).") from None
         return cls.from_dict(data)
 
     def replace(self, **changes) -> "SweepSpec":
         return dataclasses.replace(self, **changes)
+
+
+def _without_absent_tasks(d: dict[str, Any]) -> dict[str, Any]:
+    """No "tasks" key when none are asked for: specs saved before the field existed read the same."""
+    return {k: v for k, v in d.items() if not (k == "tasks" and v is None)}
+
+
+def _tasks_from(d: Any) -> TaskAccuracySpec | None:
+    return None if d is None else _build(TaskAccuracySpec, "tasks", d)
 
 
 def _only_known(what: str, d: dict, known: set[str]) -> None:
@@ -346,6 +403,8 @@ def _build(cls, what: str, d: Any):
         if not isinstance(d["batch_sizes"], (list, tuple)):
             raise SpecError("The workload's batch_sizes must be a list of whole numbers.")
         d = {**d, "batch_sizes": tuple(d["batch_sizes"])}
+    if cls is TaskAccuracySpec and "names" not in d:
+        raise SpecError("The tasks need 'names', e.g. {\"names\": [\"tlab_doc_continuation\"], \"limit\": 40}.")
     if cls is GenerationSpec:  # JSON lists -> tuples (checked in GenerationSpec itself)
         d = {k: tuple(v) if k in ("labels", "prompts") and isinstance(v, list) else v for k, v in d.items()}
     try:

@@ -11,6 +11,11 @@ group or tag lm-eval knows (mmlu, hellaswag, arc_easy, ...) whose dataset is rea
 the local Hugging Face cache. `accuracy_loss_points` turns a baseline and a candidate score into a
 loss in percentage points with a combined standard error.
 
+Inside a sweep (a spec.TaskAccuracySpec on the SweepSpec), engine.pipeline calls `check_tasks` before
+any work, `score_tasks` on the baseline once and on each recipe's calibrated model, and stores
+`result_metrics` (task_acc:<task>, task_acc_stderr:<task>, task_loss_pts:<task>,
+task_loss_pts_stderr:<task>) with `result_provenance` as the Result's "task_accuracy" part.
+
 Importing this module is light: torch and lm_eval are imported when scoring.
 """
 
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TlabError, UnknownNameError
+from engine.store.entities import TASK_ACC, TASK_ACC_STDERR, TASK_LOSS_PTS, TASK_LOSS_PTS_STDERR
 from engine.tasks.build_doc_continuation import DATA_FILE as OFFLINE_DATA
 from engine.tasks.build_doc_continuation import DEFAULT_DIR as OFFLINE_TASK_DIR
 from engine.tasks.build_doc_continuation import TASK_NAME as OFFLINE_TASK
@@ -281,3 +287,51 @@ def score(model: Any, tokenizer: Any, tasks: list[str], limit: int | None = None
                 batch_size=batch_size, log_samples=False, bootstrap_iters=1000)
             scores[name] = _to_score(out, name, limit, time.perf_counter() - start)
     return scores
+
+
+# --- inside a sweep (engine.pipeline) --------------------------------------------------------------
+
+def check_tasks(tasks: Any) -> None:
+    """Before any work: lm-eval is installed (INSTALL_HINT if not) and knows every name of a
+    spec.TaskAccuracySpec (close names if not). The spec layer cannot check this itself."""
+    _lm_eval()
+    check_task_names(list(tasks.names))
+
+
+def score_tasks(model: Any, tokenizer: Any, tasks: Any) -> dict[str, TaskScore]:
+    """`score` with the settings of a spec.TaskAccuracySpec."""
+    return score(model, tokenizer, list(tasks.names), limit=tasks.limit, batch_size=tasks.batch_size,
+                 num_fewshot=tasks.num_fewshot)
+
+
+def result_metrics(baseline: dict[str, TaskScore], candidate: dict[str, TaskScore]) -> dict[str, float]:
+    """A Result's task metrics (engine.store.entities names): accuracy and its stderr per task, and
+    the loss in points against the baseline with its combined stderr. The baseline against itself
+    loses exactly 0 points, with no error to show."""
+    out: dict[str, float] = {}
+    for name, cand in candidate.items():
+        out[TASK_ACC + name] = cand.accuracy
+        if cand.stderr is not None:
+            out[TASK_ACC_STDERR + name] = cand.stderr
+        if cand is baseline[name]:
+            out[TASK_LOSS_PTS + name] = 0.0
+            continue
+        loss = accuracy_loss_points(baseline[name], cand)
+        out[TASK_LOSS_PTS + name] = loss.points
+        if loss.stderr_points is not None:
+            out[TASK_LOSS_PTS_STDERR + name] = loss.stderr_points
+    return out
+
+
+def result_provenance(scores: dict[str, TaskScore], device: Any) -> dict[str, Any]:
+    """The Result's "task_accuracy" provenance part: measured, where, by which lm-eval, and per task
+    the version, questions, few-shot, limit and metric behind the numbers."""
+    first = next(iter(scores.values()))
+    return {
+        "kind": "measured", "device": device,
+        "engine": f"lm-evaluation-harness {first.lm_eval_version}, the calibrated model scored in memory",
+        "lm_eval_version": first.lm_eval_version,
+        "tasks": {name: {"task": name, "task_version": s.task_version, "n_questions": s.n_questions,
+                         "num_fewshot": s.num_fewshot, "limit": s.limit, "metric": s.metric,
+                         "seconds": round(s.seconds, 2)} for name, s in scores.items()},
+    }

@@ -7,24 +7,42 @@ import hashlib
 import pandas as pd
 import streamlit as st
 
-from app import nav, state, sweeps
+from app import data_check, nav, state, sweeps
+from app.number_fields import STALE_MESSAGE, changed_fields, long_run_label, number_field, snapshot
 from engine import devices, registry
 from engine.access import WebPolicy
 from engine.errors import TlabError
 from engine.models.bundled import BUNDLED_NAME
 from engine.paths import tlab_home
-from engine.spec import BUNDLED_MODEL, DataSpec, GenerationSpec, ModelRef, Workload
-from engine.time_estimate import estimate_sweep, format_duration, same_device
+from engine.spec import BUNDLED_MODEL, DataSpec, GenerationSpec, ModelRef, TaskAccuracySpec, Workload
+from engine.task_accuracy import OFFLINE_TASK
+from engine.time_estimate import estimate_for_spec, format_duration, same_device
 
 MODEL_KINDS = {"bundled": "Bundled model (offline)", "hf": "Hugging Face id", "folder": "Local folder"}
 DATA_KINDS = {"bundled": "Bundled text (offline)", "upload": "Upload a file", "path": "File path or hf:dataset"}
 BACKENDS = {b.name: b.label + (" (CPU or GPU)" if b.name == "torch" else " (NVIDIA GPU)")
             for b in registry.BACKENDS.values()}
 BATCH_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128]
+# Every widget a form's jobs depend on: the Run callback checks them against what was rendered.
+LM_KEYS = ["sweep_kind", "model_kind", "hf_id", "hf_revision", "hf_trust", "model_folder", "model_gguf",
+           "sparsities", "kv_caches", "data_kind", "data_upload", "data_path", "calib_size", "calib_seq_len",
+           "eval_tokens", "eval_seq_len", "task_enable", "task_names", "task_limit", "measure_speed", "backend", "input_len", "output_len", "batch_sizes",
+           "exp_name", "confirm_long_run"]
+DIFFUSION_KEYS = ["sweep_kind", "diff_labels", "diff_images", "diff_steps", "diff_calib", "diff_guided",
+                  "diff_guidance", "diff_measure_speed", "diff_batch_sizes", "exp_name"]
+
+
+def _run_clicked(jobs: list[tuple[dict, str]], rendered: dict) -> None:
+    """Run button callback. `jobs` and `rendered` (the form's widget values) are those of the render the user
+    saw; st.session_state holds the values committed with the click: queue only when they are the same."""
+    if changed_fields(rendered, st.session_state):
+        st.session_state["run_refused"] = STALE_MESSAGE
+        return
+    _queue(jobs)
 
 
 def _queue(jobs: list[tuple[dict, str]]) -> None:
-    """Run button callback: queue the job(s), remember them for the message, and name the next sweep."""
+    """Queue the job(s), remember them for the message, and name the next sweep."""
     queued = []
     for payload, title in jobs:
         try:
@@ -79,20 +97,22 @@ def _diffusion_form() -> None:
                             help="The digits to draw; each is drawn with the same seeds by the baseline and "
                                  "every recipe.")
     c1, c2, c3 = st.columns(3)
-    per_label = c1.number_input("Images per label", 1, 1024, demo["images_per_condition"], key="diff_images")
-    steps = c2.number_input("Denoising steps", 1, 1000, demo["steps"], key="diff_steps")
-    calib = c3.number_input("Calibration images", 1, 4096, demo["calib_images"], key="diff_calib",
-                            help="Images whose denoising steps (every timestep) feed calibration.")
+    per_label = number_field(c1, "Images per label", "diff_images", demo["images_per_condition"], 1, 1024, problems)
+    steps = number_field(c2, "Denoising steps", "diff_steps", demo["steps"], 1, 1000, problems)
+    calib = number_field(c3, "Calibration images", "diff_calib", demo["calib_images"], 1, 4096, problems,
+                         help="Images whose denoising steps (every timestep) feed calibration.")
     c1, c2 = st.columns([1, 2])
     guided = c1.checkbox("Classifier-free guidance", value=False, key="diff_guided",
                          help="Each step also runs the unconditional model and pushes away from it.")
-    guidance = c2.number_input("Guidance scale", 1.0, 100.0, 2.0, step=0.5, key="diff_guidance") if guided else None
+    guidance = number_field(c2, "Guidance scale", "diff_guidance", 2.0, 1.0, 100.0, problems, step=0.5) \
+        if guided else None
     generation = None
-    try:
-        generation = GenerationSpec(labels=tuple(sorted(labels)), images_per_condition=int(per_label),
-                                    steps=int(steps), guidance_scale=guidance, calib_images=int(calib))
-    except TlabError as e:
-        problems.append(str(e))
+    if None not in (per_label, steps, calib) and (guidance is not None or not guided):
+        try:
+            generation = GenerationSpec(labels=tuple(sorted(labels)), images_per_condition=per_label,
+                                        steps=steps, guidance_scale=guidance, calib_images=calib)
+        except TlabError as e:
+            problems.append(str(e))
 
     st.subheader("4. Speed")
     measure = st.checkbox("Measure speed on this machine", value=True, key="diff_measure_speed",
@@ -129,12 +149,15 @@ def _diffusion_form() -> None:
                        f"{generation.steps} steps each. The demo's settings take about a minute on a laptop CPU.")
     for problem in problems:
         st.warning(problem)
-    st.button("Run", type="primary", key="run_diffusion_sweep", disabled=not jobs, on_click=_queue, args=(jobs,),
-              help="Queues the sweep; it runs in the background while you use the app.")
+    rendered = snapshot(st.session_state, DIFFUSION_KEYS + [f"diff_prec_{n}" for n in names])
+    st.button("Run", type="primary", key="run_diffusion_sweep", disabled=not jobs, on_click=_run_clicked,
+              args=(jobs, rendered), help="Queues the sweep; it runs in the background while you use the app.")
     _queued_message()
 
 
 def _queued_message() -> None:
+    if refused := st.session_state.pop("run_refused", None):
+        st.warning(refused)
     queued = st.session_state.pop("last_queued", None)
     for job_id, job_title, error in queued or []:
         if error:
@@ -233,6 +256,7 @@ elif data_kind == "upload":
                               type=["txt", "jsonl"], key="data_upload")
     if upload is None:
         problems.append("Upload a calibration text file, or choose the bundled text.")
+        data_source = ""
     else:
         data_source = _save_upload(upload)
 else:
@@ -244,16 +268,50 @@ else:
             policy.check_data(data_source)
         except TlabError as e:
             problems.append(str(e))
+            data_source = ""  # not read, not even to count its tokens
 c1, c2, c3, c4 = st.columns(4)
-calib_size = c1.number_input("Calibration sequences", 1, 4096, 32, key="calib_size")
-calib_seq_len = c2.number_input("Tokens per calibration sequence", 16, 8192, 256, step=16, key="calib_seq_len")
-eval_tokens = c3.number_input("Evaluation tokens", 128, 1_000_000, 8192, step=512, key="eval_tokens")
-eval_seq_len = c4.number_input("Evaluation window (tokens)", 16, 8192, 512, step=16, key="eval_seq_len")
+calib_size = number_field(c1, "Calibration sequences", "calib_size", 32, 1, 4096, problems)
+calib_seq_len = number_field(c2, "Tokens per calibration sequence", "calib_seq_len", 256, 16, 8192, problems,
+                             step=16)
+eval_tokens = number_field(c3, "Evaluation tokens", "eval_tokens", 8192, 128, 1_000_000, problems, step=512)
+eval_seq_len = number_field(c4, "Evaluation window (tokens)", "eval_seq_len", 512, 16, 8192, problems, step=16)
 data = None
-try:
-    data = DataSpec(data_source, int(calib_size), int(calib_seq_len), int(eval_tokens), int(eval_seq_len))
-except TlabError as e:
-    problems.append(str(e))
+if None not in (calib_size, calib_seq_len, eval_tokens, eval_seq_len) and data_source:
+    try:
+        data = DataSpec(data_source, calib_size, calib_seq_len, eval_tokens, eval_seq_len)
+    except TlabError as e:
+        problems.append(str(e))
+if data_source:  # sizes beyond the text would otherwise fail only once the job starts
+    with st.spinner("Counting the tokens of the text (once per text)..."):
+        size_problems, size_note = data_check.text_sizes(model_kind == "bundled", data_source, calib_size,
+                                                         calib_seq_len, eval_tokens)
+    problems += size_problems
+    if size_note:
+        st.caption(size_note)
+
+tasks = None
+if st.checkbox("Also score task accuracy (multiple choice, through lm-evaluation-harness)", key="task_enable",
+               help="Accuracy the way published tables report it (points lost vs the baseline), beside perplexity. "
+                    "The offline task ships with the app; other lm-eval tasks need their dataset reachable or "
+                    "cached."):
+    c1, c2 = st.columns([3, 1])
+    task_names = c1.text_input("lm-eval tasks (comma-separated)", value=OFFLINE_TASK, key="task_names",
+                               help=f"{OFFLINE_TASK}: which of four continuations follows a passage of the held-out "
+                                    "bundled text (offline). Or any lm-eval task name: mmlu, hellaswag, arc_easy...")
+    task_limit = number_field(c2, "Questions per task", "task_limit", 100, 1, 100_000, problems,
+                              help="The first N questions of each task; fewer is faster, with a larger standard "
+                                   "error.")
+    names = tuple(n.strip() for n in task_names.split(",") if n.strip())
+    if not names:
+        problems.append("lm-eval tasks: enter at least one task name, or untick task accuracy.")
+    elif task_limit is not None:
+        try:
+            tasks = TaskAccuracySpec(names=names, limit=task_limit)
+            problem = data_check.task_problem(tasks)
+            if problem:
+                problems.append(problem)
+        except TlabError as e:
+            problems.append(str(e))
 
 # --- workload -----------------------------------------------------------------------------------
 st.subheader("4. Speed")
@@ -265,13 +323,13 @@ workload, backend = None, "torch"
 if measure:
     c1, c2, c3, c4 = st.columns([2, 1, 1, 2])
     backend = c1.selectbox("Engine", list(BACKENDS), format_func=BACKENDS.get, key="backend")
-    input_len = c2.number_input("Input tokens", 1, 32768, 128, key="input_len")
-    output_len = c3.number_input("Output tokens", 1, 8192, 64, key="output_len")
+    input_len = number_field(c2, "Input tokens", "input_len", 128, 1, 32768, problems)
+    output_len = number_field(c3, "Output tokens", "output_len", 64, 1, 8192, problems)
     batch = c4.multiselect("Batch sizes", BATCH_CHOICES, default=[1] if not gpus else [1, 8], key="batch_sizes")
     if not batch:
         problems.append("Pick at least one batch size, or untick 'Measure speed'.")
-    else:
-        workload = Workload(int(input_len), int(output_len), tuple(sorted(batch)))
+    elif input_len is not None and output_len is not None:
+        workload = Workload(input_len, output_len, tuple(sorted(batch)))
     engine_ok = {c.name: c for c in state.device_report()[1]}
     if backend == "tensorrt_llm" and not engine_ok["TensorRT-LLM"].ok:
         problems.append(f"TensorRT-LLM cannot run here: {engine_ok['TensorRT-LLM'].reason} "
@@ -296,10 +354,10 @@ if recipes and measure:
                 why = c.speed_reason.removeprefix("Not measurable on this device: ")
                 speed_notes[(c.name, sp)] = f"accuracy only: {why}"
 
-jobs = []
-if not problems and data is not None:
+jobs, run_blocked = [], None
+if not problems and data is not None and (workload is not None or not measure):
     try:
-        jobs = sweeps.sweep_jobs(name.strip(), model, recipes, data, workload, backend)
+        jobs = sweeps.sweep_jobs(name.strip(), model, recipes, data, workload, backend, tasks)
     except TlabError as e:  # the SweepSpec's own checks
         problems.append(str(e))
 
@@ -315,15 +373,20 @@ if recipes:
     if jobs:
         here = devices.device_name(gpus)
         history = [h for h in state.timing_history() if same_device(h.get("device"), here)]
-        estimates = [estimate_sweep(len(p["spec"]["recipes"]), p["spec"]["data"], p["spec"]["workload"], history, here)
-                     for p, _ in jobs]
+        estimates = [estimate_for_spec(p["spec"], history, here) for p, _ in jobs]
         st.metric("Estimated time", format_duration(sum(e.seconds for e in estimates)))
         st.caption(f"Estimate {estimates[0].basis}.")
+        confirm = long_run_label(sum(e.seconds for e in estimates))
+        if confirm and not st.checkbox(confirm, key="confirm_long_run",
+                                       help="Over an hour: tick to confirm, or make the sweep smaller."):
+            run_blocked = "Tick 'Run anyway' to queue a sweep that takes over an hour, or make it smaller."
 
 for problem in problems:
     st.warning(problem)
 
-st.button("Run", type="primary", key="run_sweep", disabled=not jobs, on_click=_queue, args=(jobs,),
-          help="Queues the sweep; it runs in the background while you use the app.")
+rendered = snapshot(st.session_state, LM_KEYS + [f"prec_{c.name}" for c in choices])
+st.button("Run", type="primary", key="run_sweep", disabled=not jobs or bool(run_blocked), on_click=_run_clicked,
+          args=(jobs, rendered),
+          help=run_blocked or "Queues the sweep; it runs in the background while you use the app.")
 
 _queued_message()

@@ -16,7 +16,7 @@ import streamlit as st  # noqa: E402
 
 from engine import registry  # noqa: E402
 from engine.errors import TlabError  # noqa: E402
-from engine.perf import arch, calibrate, catalog, plots, selector  # noqa: E402
+from engine.perf import arch, bands, calibrate, catalog, plots, selector  # noqa: E402
 
 PRECISIONS = [p.name for p in registry.precisions_for("causal_lm")]
 
@@ -73,6 +73,7 @@ except TlabError as e:
     st.stop()
 
 best = selector.explain_best(table, ttft or None, tpot or None)
+BAND = selector.band_label(table)  # "± band (80%)": the band's stated nominal level
 (st.success if table["feasible"].any() else st.warning)(best, icon="🏆")
 
 per_precision = selector.best_per_precision(table)
@@ -80,28 +81,28 @@ if len(per_precision) > 1:
     st.subheader("Best option per precision")
     side = per_precision.rename(columns={"output_tokens_per_sec_per_gpu": "tok/s per GPU",
                                          "cost_per_million_output_tokens": "$ per M output tokens",
-                                         "uncertainty_rel": "± band"})
-    st.dataframe(side[["precision", "gpu", "tp", "batch", "tok/s per GPU", "$ per M output tokens", "± band"]],
+                                         "uncertainty_rel": BAND})
+    st.dataframe(side[["precision", "gpu", "tp", "batch", "tok/s per GPU", "$ per M output tokens", BAND]],
                  hide_index=True, key="sel_per_precision",
                  column_config={"tok/s per GPU": st.column_config.NumberColumn(format="%.0f"),
                                 "$ per M output tokens": st.column_config.NumberColumn(format="$%.3f"),
-                                "± band": st.column_config.NumberColumn(format="percent")})
+                                BAND: st.column_config.NumberColumn(format="percent")})
 
 st.subheader("Ranked options")
 shown = table.rename(columns={"output_tokens_per_sec_per_gpu": "tok/s per GPU", "ttft_ms": "TTFT ms",
                               "tpot_ms": "TPOT ms", "cost_per_million_output_tokens": "$ per M output tokens",
-                              "uncertainty_rel": "± band"})
+                              "uncertainty_rel": BAND})
 cols = ["rank", "gpu", "precision", "tp", "fits", "batch", "tok/s per GPU", "TTFT ms", "TPOT ms",
-        "$ per M output tokens", "± band", "calibrated_from", "why", "provenance"]
+        "$ per M output tokens", BAND, "calibrated_from", "why", "provenance"]
 st.dataframe(shown[[c for c in cols if c in shown]], hide_index=True, key="sel_table",
              column_config={"tok/s per GPU": st.column_config.NumberColumn(format="%.0f"),
                             "TTFT ms": st.column_config.NumberColumn(format="%.0f"),
                             "TPOT ms": st.column_config.NumberColumn(format="%.1f"),
                             "$ per M output tokens": st.column_config.NumberColumn(format="$%.3f"),
-                            "± band": st.column_config.NumberColumn(format="percent")})
+                            BAND: st.column_config.NumberColumn(format="percent")})
 st.caption("Batch = the best batch under the limits. TTFT counts the prefill of the whole batch (static "
            "batching), an upper bound for in-flight batching. Cost = price × TP / throughput. All numbers "
-           "are estimated; the band is the calibration's error on similar measured points.")
+           f"are estimated; {selector.band_note(table)}")
 
 feasible = table[table["feasible"]]
 # the best option of every selected precision, so a comparison of formats shows each of them
@@ -120,3 +121,21 @@ if plot_options:
     mem = selector.memory_rows(model, chosen, int(isl), int(osl))
     if len(mem):
         st.plotly_chart(plots.memory_figure(mem), key="sel_memory", config={"displaylogo": False})
+
+st.subheader("How good is this estimate?")
+heldout = bands.heldout()
+if heldout.empty:
+    st.info("No held-out errors ship with this install: run `python benchmarks/estimator_accuracy.py --write`.")
+else:
+    focus = selector.focus_option(table, gpus)
+    metric = st.radio("Metric", ["throughput", "ttft"], horizontal=True, key="sel_parity_metric",
+                      format_func={"throughput": "Output throughput", "ttft": "Time to first token"}.get)
+    st.plotly_chart(plots.parity_figure(heldout, focus["gpu"], bands.model_family(model_id),
+                                        selector.measured_parity(store_pts, cal), metric,
+                                        focus["band_nominal"], focus["band_rel"]),
+                    key="sel_parity", config={"displaylogo": False})
+    st.caption(f"Each point is a published TensorRT-LLM measurement estimated by a fit that never saw its GPU, "
+               f"model family, TensorRT-LLM version or source document (colour = which was held out). "
+               f"Outlined: points on {focus['gpu']} or of the {bands.model_family(model_id)} family; the title "
+               "gives their median error when that group was held out. ★ your measured points (in the fit). "
+               "Dotted: the band of the best option above.")

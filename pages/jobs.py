@@ -5,9 +5,11 @@ from datetime import datetime, timezone
 
 import streamlit as st
 
-from app import nav, state
+from app import auth, nav, state
+from engine import devices
 from engine.system import pid_alive
 from engine.jobs.worker import STALE_AFTER_S
+from engine.time_estimate import format_remaining, job_estimate_s, remaining_seconds
 
 REFRESH_S = 2.0
 LOG_TAIL_LINES = 15
@@ -33,18 +35,41 @@ def _log_tail(job: dict, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join((job.get("log") or "").split("\n")[-lines:])
 
 
+def _time_left(job: dict, elapsed: float | None) -> str:
+    """'about 4 min left' from the sweep's up-front estimate blended with its observed rate, or ''."""
+    estimate = job_estimate_s(job, state.timing_history(), devices.device_name(state.device_report()[0]))
+    return format_remaining(remaining_seconds(job.get("progress"), elapsed, estimate))
+
+
 def _cancel(job_id: int) -> None:
-    status = state.store().request_cancel(job_id)
+    from engine.auth import NotPermitted
+
+    try:  # the store checks ownership too: the button is only the first gate
+        status = state.store().request_cancel(job_id, by=auth.user_name(), admin=auth.is_admin())
+    except NotPermitted as e:
+        st.toast(str(e))
+        return
     st.toast(f"Job {job_id}: {'cancelled' if status == 'cancelled' else 'stopping'}.")
 
 
 def _rerun(job: dict) -> None:
     """Queue the job again as it was (a sweep reuses every recipe that already finished)."""
+    if not auth.may_manage(job):
+        st.toast(f"Job {job['id']} was started by {job.get('owner')}; only they or an administrator can re-run it.")
+        return
     new_id = state.queue_job(job["fn"], job["payload"], job["title"])
     st.toast(f"Job {job['id']} queued again as #{new_id}.")
 
 
+def _owner(job: dict) -> str:
+    """' · by alice' when sign-in is on (everything is "local" otherwise)."""
+    return f" · by {job.get('owner')}" if auth.current_user() is not None else ""
+
+
 def _cancel_button(job: dict) -> None:
+    if not auth.may_manage(job):
+        st.caption(f"started by {job.get('owner')}")
+        return
     st.button("Cancel", key=f"cancel_{job['id']}", on_click=_cancel, args=(job["id"],),
               help="Stop this job. A running job's process is stopped.")
 
@@ -60,7 +85,9 @@ def _running(job: dict) -> None:
                 _cancel_button(job)
         progress = float(job.get("progress") or 0.0)
         st.progress(min(1.0, max(0.0, progress)), text=f"{job.get('stage') or 'working'} ({progress:.0%})")
-        st.caption(f"Running for {_duration(_seconds_since(job.get('started_at')))}")
+        elapsed = _seconds_since(job.get("started_at"))
+        left = _time_left(job, elapsed)
+        st.caption(f"Running for {_duration(elapsed)}" + (f" · {left}" if left else "") + _owner(job))
         tail = _log_tail(job)
         if tail:
             st.code(tail, language=None)
@@ -70,7 +97,8 @@ def _queued(job: dict) -> None:
     with st.container(border=True):
         head, button = st.columns([5, 1])
         head.markdown(f"**{STATUS_ICONS['queued']} #{job['id']} {job['title']}**  \n"
-                      f"Waiting for the worker (queued {_duration(_seconds_since(job.get('created_at')))} ago).")
+                      f"Waiting for the worker (queued {_duration(_seconds_since(job.get('created_at')))} ago)"
+                      f"{_owner(job)}.")
         with button:
             _cancel_button(job)
 
@@ -81,8 +109,8 @@ def _finished(job: dict) -> None:
     with st.container(border=True):
         head, button = st.columns([5, 1])
         head.markdown(f"**{STATUS_ICONS.get(status, '')} #{job['id']} {job['title']}**: {status}"
-                      + (f" after {took}" if job.get("started_at") else ""))
-        if status in ("failed", "cancelled", "interrupted"):
+                      + (f" after {took}" if job.get("started_at") else "") + _owner(job))
+        if status in ("failed", "cancelled", "interrupted") and auth.may_manage(job):
             button.button("Run again", key=f"rerun_{job['id']}", on_click=_rerun, args=(job,),
                           help="Queue this job again; results that already finished are reused, not recomputed.")
         if status == "done":
@@ -141,7 +169,9 @@ st.caption("Sweeps run one at a time in a background worker, each in its own pro
            "itself every few seconds. Closing the browser does not stop them.")
 job_board()
 with st.expander("Housekeeping"):
-    if st.button("Forget finished jobs", key="forget_finished",
+    if not auth.is_admin():  # it forgets everyone's finished jobs
+        st.caption("Only an administrator can forget finished jobs.")
+    elif st.button("Forget finished jobs", key="forget_finished",
                  help="Removes done, failed, cancelled and interrupted jobs from this list (results stay)."):
         gone = state.store().delete_finished_jobs()
         st.toast(f"Removed {gone} finished job(s).")

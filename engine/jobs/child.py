@@ -18,6 +18,19 @@ from engine.errors import TlabError
 PROGRESS_MIN_INTERVAL_S = 0.25  # progress-only updates are batched so a chatty job cannot flood the store
 
 
+def owner_env(job: dict) -> dict[str, str]:
+    """The environment that tells a job's process who started it (engine.auth.OWNER_ENV): the results
+    it saves inherit the job's owner. Taken from the job row, never from its payload."""
+    from engine.auth import DEFAULT_OWNER, OWNER_ENV
+
+    return {OWNER_ENV: str(job.get("owner") or DEFAULT_OWNER)}
+
+
+def stage_line(fraction: float, stage: str) -> str:
+    """A stage as a log line: '[ 35%] calibrating INT8 SmoothQuant'."""
+    return f"[{min(1.0, max(0.0, float(fraction))):4.0%}] {stage}"
+
+
 class ProgressReporter:
     """The `progress(fraction, stage, log=None)` callable given to a job function."""
 
@@ -27,18 +40,25 @@ class ProgressReporter:
         self._lines: list[str] = []
         self._last_write = 0.0
         self._last_stage = None
+        self._logged_stage, self._known_fraction = None, 0.0
 
     def __call__(self, fraction: float | None = None, stage: str | None = None, log: str | None = None) -> None:
         if fraction is not None:
-            self._fraction = fraction
+            self._fraction = self._known_fraction = fraction
         if stage is not None:
             self._stage = stage
+        if stage is not None and stage != self._logged_stage:  # the log tells the job's story, stage by stage
+            self._logged_stage = stage
+            self._log(stage_line(self._known_fraction, stage))
         if log is not None:
-            print(log, flush=True)  # the full log file keeps every line
-            self._lines.append(str(log))
+            self._log(str(log))
         stage_changed = stage is not None and stage != self._last_stage
         if stage_changed or time.monotonic() - self._last_write >= PROGRESS_MIN_INTERVAL_S:
             self.flush()
+
+    def _log(self, line: str) -> None:
+        print(line, flush=True)  # the full log file keeps every line
+        self._lines.append(line)
 
     def unsent_lines(self) -> list[str]:
         """Log lines not yet written to the store (the job failed before the next flush)."""
@@ -88,22 +108,41 @@ def run_job(job_id: int, store_url: str | None) -> int:
     if job is None or job["status"] != "running":
         print(f"Job {job_id} is not running (status: {job and job['status']}); nothing to do.", flush=True)
         return 0
+    os.environ.update(owner_env(job))  # the row is the authority, whoever started this process
     progress = ProgressReporter(store, job_id)
     try:
         fn = resolve_job_fn(job["fn"])
         returned = fn(job["payload"], progress)
+        ids = _result_ids(job["fn"], returned)
         progress.flush()
-        store.finish(job_id, "done", result_ids=_result_ids(job["fn"], returned))
+        store.finish(job_id, "done", result_ids=ids, log_line=f"done: {len(ids)} result(s)")
         return 0
     except TlabError as e:
         print(f"Failed: {e}", file=sys.stderr, flush=True)
         store.finish(job_id, "failed", error=str(e), log_line=progress.unsent_lines())
         return 1
     except Exception as e:  # noqa: BLE001 - any bug in a job becomes a failed job, with its traceback
-        tb = traceback.format_exc()
-        print(tb, file=sys.stderr, flush=True)
-        store.finish(job_id, "failed", error=f"{type(e).__name__}: {e}", log_line=progress.unsent_lines() + [tb])
-        return 1
+        if not _out_of_memory(e):
+            tb = traceback.format_exc()
+            print(tb, file=sys.stderr, flush=True)
+            store.finish(job_id, "failed", error=f"{type(e).__name__}: {e}", log_line=progress.unsent_lines() + [tb])
+            return 1
+    # Out of memory: reported only here, once the exception (whose frames still hold the memory) is gone.
+    print(f"Failed: {OUT_OF_MEMORY}", file=sys.stderr, flush=True)
+    store.finish(job_id, "failed", error=OUT_OF_MEMORY, log_line=progress.unsent_lines())
+    return 1
+
+
+OUT_OF_MEMORY = ("The job ran out of memory (an allocation failed), so it was stopped; other jobs go on. Run it "
+                 "with fewer calibration sequences or evaluation tokens, fewer recipes at once, a smaller model, "
+                 "or on a machine with more memory.")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """Python's MemoryError, or torch's CPU/CUDA allocation failures (RuntimeError subclasses)."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text))
 
 
 def main(argv: list[str] | None = None) -> int:

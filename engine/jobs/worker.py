@@ -24,6 +24,7 @@ from collections import deque
 from pathlib import Path
 
 from engine.errors import StoreError, TlabError
+from engine.jobs.child import owner_env
 from engine.jobs.procs import describe_exit
 from engine.paths import default_store_url, tlab_home
 
@@ -158,7 +159,7 @@ class _Worker:
         log.info("job %s started: %s (%s)", job_id, job["title"], job["fn"])
         log_path = job_log_path(job_id)
         env = {**os.environ, "TLAB_STORE_URL": self.url, "TLAB_WORKER_PID": str(os.getpid()),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", **owner_env(job)}
         with open(log_path, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "engine.jobs.child", str(job_id)],
                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -284,20 +285,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", action="store_true", help="exit if a worker already serves this store")
     parser.add_argument("--parent-pid", type=int, default=None, help="exit (between jobs) when this process ends")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between queue checks")
+    parser.add_argument("--executor", choices=["local", "ray"], default=os.environ.get("TLAB_EXECUTOR") or "local",
+                        help="where jobs run: child processes here (default) or a Ray cluster ($TLAB_EXECUTOR)")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster HOST:PORT (default: $RAY_ADDRESS)")
+    parser.add_argument("--ray-gpu-type", default=None,
+                        help="Ray accelerator type GPU parts ask for, e.g. H100 (default: $TLAB_RAY_GPU_TYPE, any)")
     args = parser.parse_args(argv)
     if not (0.05 <= args.poll <= 3600):  # also false for NaN
         print(f"error: --poll must be between 0.05 and 3600 seconds, got {args.poll}.", file=sys.stderr)
+        return 2
+    if args.executor not in ("local", "ray"):  # a default from $TLAB_EXECUTOR skips argparse's choices
+        print(f"error: TLAB_EXECUTOR={args.executor!r} is not an executor; use local or ray.", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker[%(process)d] %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
+        if args.executor == "ray":
+            return _run_ray(args, stop)
         run_worker(args.store_url, poll_s=args.poll, once=args.once, stop_event=stop, single=args.single,
                    parent_pid=args.parent_pid)
     except TlabError as e:  # a store it cannot open, a bad setting: said plainly, nothing half-done
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _run_ray(args, stop: threading.Event) -> int:
+    """`--executor ray`: the coordinator of engine.jobs.ray_executor, with the same single-instance lock."""
+    from engine.jobs.ray_executor import run_ray_worker
+
+    url = args.store_url or default_store_url()
+    lock = _Lock(worker_lock_path(url)).acquire() if args.single else None
+    if args.single and lock is None:
+        log.info("another worker is already running for this store (pid %s); exiting", worker_running(url))
+        return 0
+    try:
+        run_ray_worker(url, args.ray_address, poll_s=args.poll, once=args.once, stop_event=stop,
+                       gpu_type=args.ray_gpu_type, parent_pid=args.parent_pid)
+    finally:
+        if lock is not None:
+            lock.release()
     return 0
 
 

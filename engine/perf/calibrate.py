@@ -247,34 +247,62 @@ class Calibration:
         p = self.points[sel]
         return np.abs(p.predicted / p.output_tokens_per_sec - 1).to_numpy()
 
-    def band(self, gpu_id: str, precision: str) -> tuple[float, str]:
-        """(relative half-width of the uncertainty band, what the estimate was calibrated from)."""
-        if self.n == 0:
-            return 0.5, "spec sheet only (no measured points)"
+    def _in_sample(self, gpu_id: str, precision: str) -> tuple[float, str, str]:
+        """The old band, from the fit's in-sample errors: used only when no held-out residuals ship."""
         on_gpu = self.points.gpu_id == gpu_id
         grp = self.points.precision.map(param_group) == param_group(precision)
         overall = float(np.percentile(self._errors(slice(None)), 90))
         n_gpu, n_both = int(on_gpu.sum()), int((on_gpu & grp).sum())
         if n_both >= 3:
             e = float(np.percentile(self._errors(on_gpu & grp), 90))
-            return max(e, 0.05), f"{n_gpu} measured points on {gpu_id} ({n_both} in {precision})"
+            return (max(e, 0.05), f"{n_gpu} measured points on {gpu_id} ({n_both} in {precision})",
+                    "90th percentile of the fit's error on this GPU and precision (floor 5%)")
         if n_gpu >= 3:
             e = float(np.percentile(self._errors(on_gpu), 90))
-            return max(1.5 * e, 0.10), (f"{n_gpu} measured points on {gpu_id}, none in {precision}; "
-                                        f"{precision} efficiency from {int(grp.sum())} points on other GPUs")
-        return max(2 * overall, 0.25), (f"spec sheet only for {gpu_id}; efficiencies fit to {self.n} "
-                                        f"measured points on other GPUs")
+            return (max(1.5 * e, 0.10), (f"{n_gpu} measured points on {gpu_id}, none in {precision}; "
+                                         f"{precision} efficiency from {int(grp.sum())} points on other GPUs"),
+                    "1.5 x the 90th percentile of the fit's error on this GPU (floor 10%)")
+        return (max(2 * overall, 0.25), (f"spec sheet only for {gpu_id}; efficiencies fit to {self.n} "
+                                         f"measured points on other GPUs"),
+                "2 x the fit's overall 90th-percentile error, since this GPU has no measurement (floor 25%)")
 
-    def band_how(self, gpu_id: str, precision: str) -> str:
+    def _held_out(self, gpu_id: str, model_id, phase) -> tuple[float, str] | None:
+        """(band, how) from the shipped held-out residuals of this query's regime (engine/perf/bands.py)."""
+        from engine.perf import bands
+
+        if model_id is None:
+            return None
+        fams = set(self.points.model_id.map(bands.model_family))
+        gpu_seen, fam_seen = gpu_id in set(self.points.gpu_id), bands.model_family(model_id) in fams
+        got = [bands.band(gpu_seen, fam_seen, q) for q in ([phase] if phase else ["decode", "prefill"])]
+        if not all(got):
+            return None
+        b = max(got, key=lambda x: x[0])
+        return b[0], (f"{bands.NOMINAL:.0%} interval of the '{b[1]}' regime ({b[2]}; leave-one-group-out "
+                      f"conformal quantile)")
+
+    def band(self, gpu_id: str, precision: str, model_id=None, phase=None) -> tuple[float, str]:
+        """(relative half-width of the uncertainty band, what the estimate was calibrated from).
+
+        With `model_id` (and `phase`: "decode", "prefill" or "ttft"), the band is the stated nominal
+        interval (bands.NOMINAL) of the query's regime; without, the fit's in-sample error."""
+        if self.n == 0:
+            return 0.5, "spec sheet only (no measured points)"
+        rel, basis, _ = self._in_sample(gpu_id, precision)
+        held = self._held_out(gpu_id, model_id, phase)
+        return (held[0], basis) if held else (rel, basis)
+
+    def band_how(self, gpu_id: str, precision: str, model_id=None, phase=None) -> str:
         if self.n == 0:
             return "no calibration data: +/-50% by convention"
-        on_gpu = self.points.gpu_id == gpu_id
-        grp = self.points.precision.map(param_group) == param_group(precision)
-        if int((on_gpu & grp).sum()) >= 3:
-            return "90th percentile of the fit's error on this GPU and precision (floor 5%)"
-        if int(on_gpu.sum()) >= 3:
-            return "1.5 x the 90th percentile of the fit's error on this GPU (floor 10%)"
-        return "2 x the fit's overall 90th-percentile error, since this GPU has no measurement (floor 25%)"
+        held = self._held_out(gpu_id, model_id, phase)
+        return held[1] if held else self._in_sample(gpu_id, precision)[2]
+
+    def band_nominal(self, gpu_id: str, model_id=None, phase=None) -> float | None:
+        """The stated coverage of the band (None: the band is a rule of thumb, not a calibrated interval)."""
+        from engine.perf import bands
+
+        return bands.NOMINAL if self.n and self._held_out(gpu_id, model_id, phase) else None
 
 
 def fit(points: pd.DataFrame, priors: dict = PRIORS, ratios: pd.DataFrame | None = None) -> Calibration:

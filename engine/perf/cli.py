@@ -37,6 +37,11 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _band_name(e) -> str:
+    """'80% band' when the band is a stated interval (band_nominal), else 'band' (a rule of thumb)."""
+    return f"{e.band_nominal:.0%} band" if e.band_nominal else "band"
+
+
 def _human(e) -> str:
     lines = [f"{e.model} on {e.tp} x {e.gpu}, {e.precision}"
              + (" + 2:4" if e.sparsity != "none" else "")
@@ -44,8 +49,8 @@ def _human(e) -> str:
     if e.output_tokens_per_sec is not None:
         lines += [f"  output tokens/s: {e.output_tokens_per_sec:,.1f} total, "
                   f"{e.output_tokens_per_sec_per_gpu:,.1f} per GPU "
-                  f"(band {e.output_tokens_per_sec_low:,.0f} - {e.output_tokens_per_sec_high:,.0f})",
-                  f"  TTFT {e.ttft_ms:,.1f} ms, TPOT "
+                  f"({_band_name(e)} {e.output_tokens_per_sec_low:,.0f} - {e.output_tokens_per_sec_high:,.0f})",
+                  f"  TTFT {e.ttft_ms:,.1f} ms ({_band_name(e)} {e.ttft_ms_low:,.0f} - {e.ttft_ms_high:,.0f}), TPOT "
                   + (f"{e.tpot_ms:,.2f} ms" if e.tpot_ms is not None else "n/a")
                   + f", request {e.request_latency_ms:,.0f} ms",
                   f"  cost: ${e.cost_per_million_output_tokens_usd:,.3f} per million output tokens "

@@ -65,6 +65,7 @@ class Resolved:
     plan: memory.MemoryPlan
     max_batch: int
     smallest_tp: int | None
+    warning: str = ""  # something the engine runs but the user should know (e.g. beyond trained context)
 
 
 def resolve(q: Query) -> Resolved:
@@ -87,8 +88,12 @@ def resolve(q: Query) -> Resolved:
                        f"{', '.join(str(t) for t in TP_CHOICES if t <= g.max_tp)}.")
     if a.heads % tp:
         raise BadQuery(f"tp {tp} does not divide {a.name}'s {a.heads} attention heads.")
+    warning = ""
     if a.max_context and isl + osl > a.max_context:
-        raise BadQuery(f"isl + osl = {isl + osl} is beyond {a.name}'s context of {a.max_context} tokens.")
+        # Engines run it (TensorRT-LLM publishes ISL 2048 + OSL 128 on 2,048-context models); whether the
+        # output is still good is the user's call, so warn rather than refuse. Memory is checked below.
+        warning = (f"isl + osl = {isl + osl} is beyond {a.name}'s trained context of {a.max_context} tokens: "
+                   "the engine runs it, but output quality past that length is not assured (estimated anyway).")
     if q.kv_cache not in ("auto", "fp8", "16", "bf16", "fp16"):
         raise BadQuery(f"kv_cache must be auto, fp8 or 16, got {q.kv_cache!r}.")
     if q.kv_cache == "fp8" and g.peak("fp8") is None:
@@ -107,7 +112,7 @@ def resolve(q: Query) -> Resolved:
             break
     shape = Shape(a, g, prec.name, tp, batch, isl, osl, kvb, sparse)
     plan = memory.plan(a, g, prec.name, sparse, tp, batch, isl, osl, kvb)
-    return Resolved(shape, plan, mb, smallest)
+    return Resolved(shape, plan, mb, smallest, warning)
 
 
 def time_shapes(shapes: list[Shape], params: dict):
@@ -151,6 +156,11 @@ class Estimate:
     provenance_detail: dict
     breakdown_s: dict
     message: str
+    # Added by #13: the band is a stated nominal interval (e.g. 0.8 = 80%) from held-out errors of the
+    # query's regime; None when it is only a rule of thumb (no held-out residuals for it).
+    band_nominal: float | None = None
+    ttft_ms_low: float | None = None
+    ttft_ms_high: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,7 +177,7 @@ def _best_batch(r: Resolved, params: dict) -> Resolved:
     best = shapes[max(range(len(shapes)), key=tput.__getitem__)]
     s = best
     plan = memory.plan(s.arch, s.gpu, s.precision, s.sparse, s.tp, s.batch, s.isl, s.osl, s.kv_bytes)
-    return Resolved(best, plan, r.max_batch, r.smallest_tp)
+    return Resolved(best, plan, r.max_batch, r.smallest_tp, r.warning)
 
 
 def _r(x, n=3):
@@ -183,27 +193,35 @@ def estimate(q: Query, calibration=None, price_per_hour: float | None = None) ->
     if str(q.batch).lower() == "max" and r.max_batch > 1:
         r = _best_batch(r, cal.params)
     s, plan = r.shape, r.plan
+    msg = ""
+    if not plan.fits and r.max_batch >= 1:
+        # In-flight batching runs it: the paged KV pool holds max_batch sequences at their longest and the
+        # other requests wait for a free slot, so the engine works at max_batch resident sequences.
+        msg = (f"the KV-cache pool holds {r.max_batch} of the {s.batch} sequences at ISL {s.isl} + OSL {s.osl} "
+               f"at once: the other requests wait (in-flight batching), so the figures are those of "
+               f"{r.max_batch} resident sequences"
+               + (f"; TP {r.smallest_tp} holds all {s.batch}." if r.smallest_tp and r.smallest_tp != s.tp else "."))
+        s = dataclasses.replace(s, batch=r.max_batch)
+        plan = memory.plan(s.arch, s.gpu, s.precision, s.sparse, s.tp, s.batch, s.isl, s.osl, s.kv_bytes)
     items, pre, dec = time_shapes([s], cal.params)
     pre_s, dec_s = float(pre[0]), float(dec[0])
     fits = plan.fits
     price = s.gpu.price_per_hour if price_per_hour is None else _price(price_per_hour)
-    band, basis = cal.band(s.gpu.id, s.precision)
-    msg = ""
-    if not fits:
-        if r.max_batch == 0:
-            where = (f"the smallest TP that fits is {r.smallest_tp}" if r.smallest_tp
-                     else f"no TP up to {s.gpu.max_tp} fits")
-            msg = (f"{s.arch.name} in {s.precision} does not fit on {s.tp} x {s.gpu.id} "
-                   f"({plan.total / GIB:.1f} GiB needed, {plan.capacity / GIB:.1f} GiB available); {where}.")
-        else:
-            msg = (f"batch {s.batch} does not fit on {s.tp} x {s.gpu.id} at ISL {s.isl} + OSL {s.osl}: "
-                   f"the largest batch that fits is {r.max_batch}"
-                   + (f"; TP {r.smallest_tp} fits batch {s.batch}." if r.smallest_tp else "."))
+    phase = "decode" if dec_s > pre_s else "prefill"  # what bounds the throughput: its band's regime
+    band, basis = cal.band(s.gpu.id, s.precision, s.arch.name, phase)
+    tband, _ = cal.band(s.gpu.id, s.precision, s.arch.name, "ttft")
+    if not fits:  # not even one sequence fits beside the weights: nothing runs
+        where = (f"the smallest TP that fits is {r.smallest_tp}" if r.smallest_tp
+                 else f"no TP up to {s.gpu.max_tp} fits")
+        msg = (f"{s.arch.name} in {s.precision} does not fit on {s.tp} x {s.gpu.id} at ISL {s.isl} + OSL {s.osl} "
+               f"({plan.total / GIB:.1f} GiB needed, {plan.capacity / GIB:.1f} GiB available); {where}.")
+    if r.warning:
+        msg = f"{msg} {r.warning}".strip()
     tput = s.batch * s.osl / (pre_s + dec_s) if fits else None
     steps = s.osl - 1
     return Estimate(
         model=s.arch.name, gpu=s.gpu.id, precision=s.precision, sparsity="2:4" if s.sparse else "none",
-        tp=s.tp, batch=s.batch, isl=s.isl, osl=s.osl,
+        tp=s.tp, batch=r.shape.batch, isl=s.isl, osl=s.osl,
         output_tokens_per_sec=_r(tput),
         output_tokens_per_sec_per_gpu=_r(tput / s.tp if tput else None),
         output_tokens_per_sec_low=_r(tput / (1 + band) if tput else None),
@@ -222,5 +240,9 @@ def estimate(q: Query, calibration=None, price_per_hour: float | None = None) ->
         provenance_detail={"kind": "estimated", "method": "calibrated per-layer roofline (engine.perf)",
                            "calibration": cal.summary(), "gpu_source": s.gpu.source,
                            "architecture_source": s.arch.source[:300],
-                           "uncertainty": f"+/-{band:.0%} band: {cal.band_how(s.gpu.id, s.precision)}"},
-        breakdown_s={k: round(v, 6) for k, v in items.breakdown(cal.params).items()}, message=msg)
+                           "uncertainty": f"+/-{band:.0%} band: "
+                                          f"{cal.band_how(s.gpu.id, s.precision, s.arch.name, phase)}"},
+        breakdown_s={k: round(v, 6) for k, v in items.breakdown(cal.params).items()}, message=msg,
+        band_nominal=cal.band_nominal(s.gpu.id, s.arch.name, phase),
+        ttft_ms_low=_r(pre_s * 1e3 / (1 + tband)) if fits else None,
+        ttft_ms_high=_r(pre_s * 1e3 * (1 + tband)) if fits else None)

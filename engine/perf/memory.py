@@ -14,6 +14,9 @@ RESERVE_FIXED = 1.5 * GIB  # CUDA context, cuBLAS/TensorRT workspaces, NCCL buff
 # activations and workspaces are allocated (trtllm-bench's default --kv_cache_free_gpu_mem_fraction);
 # the rest of that free memory stays unused.
 KV_CACHE_FREE_FRACTION = 0.90
+# The paged KV cache hands out blocks of this many tokens per sequence (TensorRT-LLM's default
+# tokens_per_block), so a sequence holds whole blocks.
+TOKENS_PER_BLOCK = 32
 MAX_BATCH = 4096  # largest batch the estimator proposes
 
 
@@ -61,20 +64,34 @@ def activation_bytes(arch: Architecture, batch: int, isl: int, tp: int) -> float
     return tokens * per_token + batch * arch.vocab / tp * 4
 
 
+def seq_tokens(isl: int, osl: int, paged: bool = True) -> int:
+    """KV-cache tokens one sequence holds at its longest: whole blocks when the cache is paged."""
+    n = isl + osl
+    return -(-n // TOKENS_PER_BLOCK) * TOKENS_PER_BLOCK if paged else n
+
+
 def plan(arch: Architecture, gpu: GPU, precision: str, sparse: bool, tp: int, batch: int,
-         isl: int, osl: int, kv_bytes: float) -> MemoryPlan:
+         isl: int, osl: int, kv_bytes: float, paged: bool = True) -> MemoryPlan:
+    """Memory per GPU with every sequence of the batch resident at its longest.
+
+    paged (trtllm-bench, in-flight batching): the KV pool may take only KV_CACHE_FREE_FRACTION of the
+    memory left after weights, activations and workspaces; the rest of it counts as reserve.
+    Not paged (the static gptSessionBenchmark of TensorRT-LLM <= 0.9 documents): one contiguous KV
+    buffer for the whole batch, no pool fraction.
+    """
     cap = gpu.memory_bytes
     weights = weight_bytes(arch, precision, sparse, tp)
     act = activation_bytes(arch, batch, isl, tp)
     free = max(cap - weights - act - RESERVE_FIXED, 0.0)
+    unused = (1 - KV_CACHE_FREE_FRACTION) * free if paged else 0.0
     return MemoryPlan(
-        weights=weights, kv_cache=batch * (isl + osl) * kv_per_sequence_token(arch, kv_bytes, tp),
-        activations=act, reserve=RESERVE_FIXED + (1 - KV_CACHE_FREE_FRACTION) * free, capacity=cap)
+        weights=weights, kv_cache=batch * seq_tokens(isl, osl, paged) * kv_per_sequence_token(arch, kv_bytes, tp),
+        activations=act, reserve=RESERVE_FIXED + unused, capacity=cap)
 
 
-def max_batch(arch, gpu, precision, sparse, tp, isl, osl, kv_bytes) -> int:
-    """Largest batch whose plan fits (0 if not even batch 1 fits)."""
-    fits = lambda b: plan(arch, gpu, precision, sparse, tp, b, isl, osl, kv_bytes).fits  # noqa: E731
+def max_batch(arch, gpu, precision, sparse, tp, isl, osl, kv_bytes, paged: bool = True) -> int:
+    """Largest batch whose sequences are all resident at once (0 if not even one sequence fits)."""
+    fits = lambda b: plan(arch, gpu, precision, sparse, tp, b, isl, osl, kv_bytes, paged).fits  # noqa: E731
     if not fits(1):
         return 0
     lo, hi = 1, MAX_BATCH

@@ -6,6 +6,7 @@ Pure functions over the estimator; the Streamlit page only reads widgets and ren
 import dataclasses
 import math
 
+import numpy as np
 import pandas as pd
 
 from engine.errors import TlabError
@@ -32,7 +33,12 @@ def sweep(model, gpu_id: str, precision: str, tp: int, isl: int, osl: int, calib
         return pd.DataFrame(), r
     shapes = [dataclasses.replace(r.shape, batch=b) for b in batches]
     _, pre, dec = time_shapes(shapes, calibration.params)
-    band, basis = calibration.band(gpu_id, precision)
+    name = r.shape.arch.name
+    # the band of each batch is that of its regime: decode-bound (memory) or prefill-bound (compute)
+    bands = {ph: calibration.band(gpu_id, precision, name, ph) for ph in ("decode", "prefill")}
+    phase = ["decode" if d > p else "prefill" for p, d in zip(pre, dec)]
+    band = np.array([bands[ph][0] for ph in phase])
+    basis = bands["decode"][1]
     tput = [b * osl / (p + d) for b, p, d in zip(batches, pre, dec)]
     df = pd.DataFrame({
         "batch": batches, "output_tokens_per_sec": tput,
@@ -43,6 +49,7 @@ def sweep(model, gpu_id: str, precision: str, tp: int, isl: int, osl: int, calib
     df["high_per_gpu"] = df.output_tokens_per_sec_per_gpu * (1 + band)
     df["uncertainty_rel"] = band
     df["calibrated_from"] = basis
+    df["band_nominal"] = [calibration.band_nominal(gpu_id, name, ph) for ph in phase]
     return df, r
 
 
@@ -95,7 +102,8 @@ def rank(model, gpu_ids, precisions, isl: int, osl: int, calibration, tps=TP_OPT
                              "output_tokens_per_sec": best.output_tokens_per_sec,
                              "ttft_ms": best.ttft_ms, "tpot_ms": best.tpot_ms,
                              "cost_per_million_output_tokens": cost,
-                             "uncertainty_rel": best.uncertainty_rel, "calibrated_from": best.calibrated_from})
+                             "uncertainty_rel": best.uncertainty_rel, "band_nominal": best.band_nominal,
+                             "calibrated_from": best.calibrated_from})
     table = pd.DataFrame(rows)
     if table.empty:
         return table, curves
@@ -171,3 +179,40 @@ def overlay_points(model_id: str, options: pd.DataFrame, isl: int, osl: int, sto
     df = pd.concat(keep, ignore_index=True)
     df["output_tokens_per_sec_per_gpu"] = df.output_tokens_per_sec / df.tp
     return df
+
+
+def band_label(table: pd.DataFrame) -> str:
+    """Column header of the band: with its nominal level when the band is a calibrated interval."""
+    nom = table.get("band_nominal", pd.Series(dtype=float)).dropna()
+    return f"± band ({float(nom.iloc[0]):.0%})" if len(nom) else "± band"
+
+
+def band_note(table: pd.DataFrame) -> str:
+    nom = table.get("band_nominal", pd.Series(dtype=float)).dropna()
+    if len(nom):
+        return (f"the band is a stated {float(nom.iloc[0]):.0%} interval: its width is the error of held-out "
+                "published points in the same regime (GPU seen or not, model family seen or not, decode- or "
+                "prefill-bound), so about that share of real runs fall inside it.")
+    return "the band is the calibration's error on similar measured points (a rule of thumb, not an interval)."
+
+
+def focus_option(table: pd.DataFrame, gpus: list) -> dict:
+    """The option the parity picture is about: the best feasible one, else the first candidate GPU."""
+    feas = table[table["feasible"]] if "feasible" in table else table.iloc[0:0]
+    if len(feas):
+        top = feas.iloc[0]
+        nom = top.get("band_nominal")
+        return {"gpu": top.gpu, "band_rel": float(top.uncertainty_rel),
+                "band_nominal": None if nom is None or pd.isna(nom) else float(nom)}
+    return {"gpu": gpus[0] if gpus else None, "band_rel": None, "band_nominal": None}
+
+
+def measured_parity(store_pts: pd.DataFrame, calibration) -> pd.DataFrame:
+    """The user's measured points as (value, predicted, source) for the parity picture."""
+    from engine.perf import calibrate
+
+    if store_pts is None or not len(store_pts):
+        return pd.DataFrame(columns=["value", "predicted", "source"])
+    pts = store_pts.reset_index(drop=True)
+    return pd.DataFrame({"value": pts.output_tokens_per_sec, "predicted": calibrate.predict(pts, calibration.params),
+                         "source": pts.source}).dropna()

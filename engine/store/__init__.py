@@ -7,8 +7,10 @@
 from engine.errors import StoreError
 from engine.store.base import FINISHED_STATUSES, JOB_STATUSES, Store
 from engine.store.entities import Measurement, Result
+from engine.store.records import UnreadableResult
 
-__all__ = ["FINISHED_STATUSES", "JOB_STATUSES", "Measurement", "Result", "Store", "StoreError", "open_store"]
+__all__ = ["FINISHED_STATUSES", "JOB_STATUSES", "Measurement", "Result", "Store", "StoreError", "UnreadableResult",
+           "open_store"]
 
 
 def open_store(url: str | None = None) -> Store:

@@ -49,11 +49,19 @@ class Store(ABC):
     def has_result(self, result_id: str) -> bool: ...
 
     def has_finished_result(self, result_id: str) -> bool:
-        """A result to reuse: stored by a sweep that finished (not one it left "partial" when stopped)."""
+        """A result to reuse: stored by a sweep that finished (not one it left "partial" when stopped).
+        Raises records.UnreadableResult for a stored result that cannot be read back, or that is
+        "done" without a single metric (its metric rows lost): either must be computed again."""
         if not self.has_result(result_id):
             return False
         result = self.get_result(result_id)
-        return result is not None and result.status == "done"
+        if result is None or result.status != "done":
+            return False
+        if not result.metrics:  # every sweep stores its accuracy metrics with the result
+            from engine.store.records import UnreadableResult
+
+            raise UnreadableResult(result_id, "it is marked done but its metric rows are missing")
+        return True
 
     @abstractmethod
     def list_results(self, model: str | None = None, precision: str | None = None,
@@ -75,7 +83,8 @@ class Store(ABC):
 
     # --- jobs ------------------------------------------------------------------------------
     @abstractmethod
-    def enqueue(self, fn: str, payload: dict, title: str) -> int: ...
+    def enqueue(self, fn: str, payload: dict, title: str, owner: str | None = None) -> int:
+        """Queue a job for `owner` (default engine.auth.current_owner(): "local" without sign-in)."""
 
     @abstractmethod
     def get_job(self, job_id: int) -> dict | None: ...
@@ -85,10 +94,12 @@ class Store(ABC):
         """Newest first."""
 
     @abstractmethod
-    def request_cancel(self, job_id: int, stale_after_s: float = 30.0) -> str | None:
+    def request_cancel(self, job_id: int, stale_after_s: float = 30.0, *, by: str | None = None,
+                       admin: bool = False) -> str | None:
         """Queued -> cancelled now; running -> flagged for its worker to stop (or cancelled now if no
         worker has reported on it for `stale_after_s`). Returns the status after the call (None: no
-        such job)."""
+        such job). With `by` (a signed-in user who is not an administrator) only that user's own jobs
+        may be cancelled: engine.auth.NotPermitted otherwise."""
 
     @abstractmethod
     def delete_finished_jobs(self, older_than_s: float = 0.0) -> int:
@@ -132,6 +143,20 @@ class Store(ABC):
     @abstractmethod
     def list_workers(self, alive_within_s: float | None = None) -> list[dict]:
         """Workers not stopped, optionally only those with a heartbeat in the last `alive_within_s`."""
+
+    # --- users (password sign-in; engine.auth) --------------------------------------------------
+    @abstractmethod
+    def add_user(self, name: str, password_hash: str | None, is_admin: bool = False,
+                 replace: bool = False) -> None: ...
+
+    @abstractmethod
+    def get_user(self, name: str) -> dict | None: ...
+
+    @abstractmethod
+    def list_users(self) -> list[dict]: ...
+
+    @abstractmethod
+    def remove_user(self, name: str) -> bool: ...
 
     @abstractmethod
     def close(self) -> None: ...

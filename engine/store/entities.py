@@ -71,6 +71,7 @@ class Result:
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str | None = None
     error: str | None = None
+    owner: str | None = None  # who started the job that computed it (None: the saving process's owner)
 
     # --- reading the provenance -------------------------------------------------------------
     def part(self, name: str) -> dict[str, Any]:
@@ -124,3 +125,16 @@ class Result:
     def from_dict(cls, d: dict[str, Any]) -> Result:
         """A Result from a record dict (unknown keys are ignored: the store validates what it writes)."""
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+
+# --- task accuracy metrics (issue #12) ------------------------------------------------------------
+# One set per lm-eval task, named "<prefix><task>" so a result can carry several tasks side by side.
+TASK_ACC = "task_acc:"  # accuracy, 0..1
+TASK_ACC_STDERR = "task_acc_stderr:"  # its standard error as lm-eval reports it
+TASK_LOSS_PTS = "task_loss_pts:"  # baseline - recipe, in percentage points (positive: worse)
+TASK_LOSS_PTS_STDERR = "task_loss_pts_stderr:"  # sqrt(se_baseline² + se_recipe²), in points
+
+
+def task_names_in(metric_names) -> list[str]:
+    """The tasks that have a task-accuracy loss among these metric (or frame column) names, sorted."""
+    return sorted({str(n)[len(TASK_LOSS_PTS):] for n in metric_names if str(n).startswith(TASK_LOSS_PTS)})

@@ -49,6 +49,7 @@ def to_json_records(records: list[Result]) -> list[dict]:
             "versions": r.versions,
             "timings": r.timings,
             "created_at": r.created_at,
+            "owner": r.owner,  # who started the job that computed it
             "spec": r.spec,
         })
         if r.status is not None:
@@ -61,17 +62,38 @@ def to_json(records: list[Result], indent: int | None = 2) -> str:
     return json.dumps(to_json_records(records), indent=indent, allow_nan=False)
 
 
+TASK_COLUMNS = ("task_accuracy_provenance", "task_accuracy_detail")
+
+
+def task_detail(r: Result) -> str | None:
+    """Where a result's task accuracy comes from, in one cell: per task its version, questions,
+    few-shot and limit, and the lm-eval version."""
+    part = r.part("task_accuracy")
+    tasks = part.get("tasks") if isinstance(part.get("tasks"), dict) else {}
+    if not tasks:
+        return None
+    each = [f"{t.get('task')} v{t.get('task_version')}, {t.get('n_questions')} questions, {t.get('num_fewshot')}-shot"
+            + (f", first {t['limit']}" if t.get("limit") else "") for t in tasks.values() if isinstance(t, dict)]
+    return "; ".join(each) + f" (lm-eval {part.get('lm_eval_version')})"
+
+
 def flat_rows(records: list[Result]) -> tuple[list[str], list[dict]]:
-    """Columns and flat rows: identity, one column per metric, provenance kinds, device, backend."""
+    """Columns and flat rows: identity, one column per metric, provenance kinds, device, backend; and
+    where any result has task accuracy, its provenance kind and details."""
     names = metric_names(records)
+    with_tasks = any(r.part("task_accuracy") for r in records)
     columns = [*ID_FIELDS, *names, "provenance", "accuracy_provenance", "speed_provenance",
-               "device", "backend", "created_at"]
+               *(TASK_COLUMNS if with_tasks else ()), "device", "backend", "created_at", "owner"]
     rows = []
     for r in records:
         row = _identity(r)
         row.update({name: r.metrics.get(name) for name in names})
         row.update(provenance=overall_kind(r.accuracy_kind, r.speed_kind), accuracy_provenance=r.accuracy_kind,
-                   speed_provenance=r.speed_kind, device=r.device, backend=r.backend, created_at=r.created_at)
+                   speed_provenance=r.speed_kind, device=r.device, backend=r.backend, created_at=r.created_at,
+                   owner=r.owner)
+        if with_tasks:
+            row.update(task_accuracy_provenance=r.part("task_accuracy").get("kind"),
+                       task_accuracy_detail=task_detail(r))
         rows.append(row)
     return columns, rows
 
@@ -99,7 +121,8 @@ def _cell(value) -> str:
 def to_table(records: list[Result], columns: list[str] | None = None) -> str:
     """A fixed-width text table (numbers right-aligned, 4 significant digits)."""
     all_columns, rows = flat_rows(records)
-    columns = columns or [c for c in all_columns if c not in ("accuracy_provenance", "speed_provenance", "created_at")]
+    columns = columns or [c for c in all_columns
+                          if c not in ("accuracy_provenance", "speed_provenance", "created_at", "owner", *TASK_COLUMNS)]
     if not rows:
         return "(no results)"
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]

@@ -10,6 +10,8 @@ import re
 from engine.errors import TlabError
 
 _NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# The engine's own job entry points (allowed by the "engine" prefix; named here so callers share them).
+ENGINE_JOB_FUNCTIONS = ("engine.pipeline:run_sweep_job", "engine.training.run:run_training_job")
 
 
 def allowed_prefixes() -> list[str]:

@@ -8,12 +8,13 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+from engine.auth import DEFAULT_OWNER, current_owner
 from engine.errors import StoreError
 
 PROVENANCE_KINDS = ("measured", "estimated", "published")
 # Columns of the results frame; a metric may not take one of these names.
 FRAME_COLUMNS = ("id", "experiment", "model", "precision", "sparsity", "kv_cache", "status", "device",
-                 "backend", "accuracy_kind", "speed_kind", "provenance", "created_at")
+                 "backend", "accuracy_kind", "speed_kind", "provenance", "created_at", "owner")
 # Metrics are also flattened into exports next to these fields, so they cannot be metric names either.
 RESERVED_NAMES = FRAME_COLUMNS + ("metrics", "units", "provenance_detail", "versions", "timings", "spec",
                                   "error")
@@ -117,6 +118,8 @@ def record_to_rows(record: dict, experiment_id: int | None) -> tuple[dict, list[
         provenance=provenance,
         error=record.get("error"),
         created_at=from_iso(record.get("created_at")),
+        # Who started the job that computed it; a record without one belongs to this process's owner.
+        owner=str(record.get("owner") or current_owner())[:200],
     )
     metrics = _dict_field(record, "metrics", rid)
     units = _dict_field(record, "units", rid)
@@ -134,16 +137,60 @@ def record_to_rows(record: dict, experiment_id: int | None) -> tuple[dict, list[
     return row, metric_rows
 
 
+class UnreadableResult(StoreError):
+    """A stored result that cannot be read back as written (a damaged row or page): never reused."""
+
+    def __init__(self, result_id: str, why: str):
+        self.result_id, self.why = result_id, why
+        super().__init__(f"Result {result_id} in the store cannot be read: {why}. Its stored row is damaged; "
+                         "run its sweep again to compute it afresh (a sweep recomputes unreadable results).")
+
+    def __reduce__(self):  # picklable across the job's process boundary
+        return type(self), (self.result_id, self.why)
+
+
+JSON_FIELDS = ("spec", "versions", "timings", "provenance")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _stored_dict(row: dict, field: str) -> dict:
+    """A JSON column as read raw from the database (text from SQLite, already parsed from PostgreSQL)."""
+    value = row[field]
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value)
+        except ValueError as e:  # also bytes that are not UTF-8
+            raise UnreadableResult(row["id"], f"its '{field}' is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise UnreadableResult(row["id"], f"its '{field}' holds {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _stored_metric(rid: str, m: dict) -> float:
+    value = m["value"]
+    if value is None:
+        return math.nan
+    if not _is_number(value):
+        raise UnreadableResult(rid, f"metric '{m['name']}' holds {str(value)[:40]!r}, not a number")
+    return float(value)
+
+
 def rows_to_record(row: dict, experiment: str | None, metric_rows: list) -> dict:
-    """A results row (mapping) and its metric rows -> the record dict callers see."""
-    metrics = {m["name"]: (math.nan if m["value"] is None else m["value"]) for m in metric_rows}
+    """A results row (mapping, JSON columns raw or parsed) and its metric rows -> the record dict
+    callers see. Raises UnreadableResult for a row that cannot have been written by `record_to_rows`."""
+    metrics = {m["name"]: _stored_metric(row["id"], m) for m in metric_rows}
     units = {m["name"]: m["unit"] for m in metric_rows if m["unit"] is not None}
+    if not _is_number(row["created_at"]):
+        raise UnreadableResult(row["id"], f"its creation time holds {str(row['created_at'])[:40]!r}")
     record = {
         "id": row["id"], "experiment": experiment, "model": row["model"], "precision": row["precision"],
         "sparsity": row["sparsity"], "kv_cache": row["kv_cache"], "status": row["status"],
-        "spec": row["spec"], "metrics": metrics, "units": units, "provenance": row["provenance"],
-        "timings": row["timings"], "device": row["device"], "versions": row["versions"],
-        "created_at": to_iso(row["created_at"]),
+        "metrics": metrics, "units": units, "device": row["device"], "created_at": to_iso(row["created_at"]),
+        "owner": row.get("owner") or DEFAULT_OWNER,
+        **{field: _stored_dict(row, field) for field in JSON_FIELDS},
     }
     if row["error"]:
         record["error"] = row["error"]

@@ -7,10 +7,15 @@ the store's dicts expose them as ISO 8601 strings.
 
 import sqlalchemy as sa
 
+from engine.auth import DEFAULT_OWNER
+
 # The newest migration revision this code writes and reads.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = sa.MetaData()
+
+# Jobs and results have an `owner`: who started the job (engine.auth); "local" without sign-in and for
+# rows written before sign-in existed.
 
 experiments = sa.Table(
     "experiments", metadata,
@@ -42,6 +47,7 @@ results = sa.Table(
     sa.Column("provenance", sa.JSON, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("owner", sa.String(200), nullable=False, server_default=DEFAULT_OWNER),
 )
 
 # One row per (result, metric): the frame is built with one SELECT and a pandas pivot, and units live
@@ -75,6 +81,7 @@ jobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("owner", sa.String(200), nullable=False, server_default=DEFAULT_OWNER),
 )
 
 workers = sa.Table(
@@ -86,6 +93,17 @@ workers = sa.Table(
     sa.Column("started_at", sa.Float, nullable=False),
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("stopped_at", sa.Float, nullable=True),
+)
+
+# Accounts for password sign-in (TLAB_AUTH=password) and the administrator flag for any sign-in.
+# The password is stored only as a salted scrypt hash (engine.auth.hash_password); NULL: no password
+# (an OIDC identity that is only listed to be an administrator).
+users = sa.Table(
+    "users", metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("password_hash", sa.String(300), nullable=True),
+    sa.Column("is_admin", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 # Counters bumped in the same transaction as every change: a cheap cache key for the app.

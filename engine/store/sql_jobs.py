@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from engine.auth import NotPermitted, current_owner, may_manage
 from engine.errors import StoreError, TlabError
 from engine.store import records as rec
 from engine.store.base import (
@@ -45,10 +46,11 @@ def append_log(log: str, new_lines: list[str]) -> str:
 
 
 class SqlJobsMixin:
-    def enqueue(self, fn: str, payload: dict, title: str) -> int:
+    def enqueue(self, fn: str, payload: dict, title: str, owner: str | None = None) -> int:
         from engine.store.job_functions import check_job_fn
 
         check_job_fn(fn)
+        owner = current_owner() if owner is None else str(owner)[:200]
         if not isinstance(payload, dict):
             raise TlabError(f"A job payload must be a dict, got {type(payload).__name__}.")
         try:
@@ -59,7 +61,7 @@ class SqlJobsMixin:
             res = conn.execute(sa.insert(jobs).values({  # a dict: "fn" is also a parameter of .values()
                 "fn": fn, "title": str(title)[:300], "payload": payload, "status": "queued", "progress": 0.0,
                 "stage": "waiting for a worker", "log": "", "result_ids": [], "cancel_requested": False,
-                "created_at": rec.now()}))
+                "created_at": rec.now(), "owner": owner}))
             self._bump(conn, "jobs")
             return res.inserted_primary_key[0]
 
@@ -81,9 +83,14 @@ class SqlJobsMixin:
         with self._tx(write=False) as conn:
             return [_job_dict(r) for r in conn.execute(query).mappings().all()]
 
-    def request_cancel(self, job_id: int, stale_after_s: float = 30.0) -> str | None:
+    def request_cancel(self, job_id: int, stale_after_s: float = 30.0, *, by: str | None = None,
+                       admin: bool = False) -> str | None:
         with self._tx(write=True) as conn:
-            row = conn.execute(sa.select(jobs.c.status, jobs.c.heartbeat_at).where(jobs.c.id == job_id)).first()
+            row = conn.execute(sa.select(jobs.c.status, jobs.c.heartbeat_at, jobs.c.owner)
+                               .where(jobs.c.id == job_id)).first()
+            if row is not None and not may_manage(row.owner, by, admin):
+                raise NotPermitted(f"Job {job_id} was started by {row.owner}; only they or an administrator "
+                                   "can cancel it.")
             status = row.status if row else None
             t = rec.now()
             if status == "running" and (row.heartbeat_at is None or t - row.heartbeat_at > stale_after_s):

@@ -1,6 +1,7 @@
 """SqlStore: the store on any SQLAlchemy database (SQLite by default, PostgreSQL for teams).
 One transaction per operation; results here, the job queue in `sql_jobs`."""
 
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -11,11 +12,19 @@ from engine.errors import StoreError
 from engine.store import records as rec
 from engine.store.base import Store
 from engine.store.entities import Result
-from engine.store.db import WRITE_OPTION, create_store_engine, safe_url
+from engine.store.db import WRITE_OPTION, create_store_engine, failure_message, safe_url
 from engine.store.schema import experiments, metrics, results, revisions
 from engine.store.sql_jobs import SqlJobsMixin
+from engine.store.sql_users import SqlUsersMixin
 
-_RESULT_COLS = [c for c in results.c if c.name != "experiment_id"]
+# JSON columns are read as raw text and parsed per row (records.rows_to_record), so one damaged row
+# is reported by id instead of failing the whole query.
+_RESULT_COLS = [sa.type_coerce(c, sa.Text).label(c.name) if c.name in rec.JSON_FIELDS else c
+                for c in results.c if c.name != "experiment_id"]
+
+
+class UnreadableResultWarning(UserWarning):
+    """Results skipped by a listing because their stored rows cannot be read."""
 
 
 def _raw_rows(conn: sa.Connection, query) -> list[tuple]:
@@ -35,11 +44,12 @@ def _frame(rows: list[tuple], columns: list[str]):
     return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
 
 
-class SqlStore(SqlJobsMixin, Store):
+class SqlStore(SqlJobsMixin, SqlUsersMixin, Store):
     def __init__(self, url: str):
         self.url = url
         self.shown_url = safe_url(url)
         self._engine = create_store_engine(url)
+        self._driver_error = getattr(self._engine.dialect.dbapi, "Error", sa.exc.SQLAlchemyError)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -56,11 +66,8 @@ class SqlStore(SqlJobsMixin, Store):
                     conn.execution_options(**{WRITE_OPTION: True})
                 with conn.begin():
                     yield conn
-        except sa.exc.SQLAlchemyError as e:
-            verb = "written" if write else "read"
-            raise StoreError(f"The results store {self.shown_url} could not be {verb}: "
-                             f"{getattr(e, 'orig', None) or e}. If another program holds it locked, "
-                             "wait and retry; if it is damaged, move it away or set TLAB_HOME.") from e
+        except (sa.exc.SQLAlchemyError, self._driver_error) as e:  # _raw_rows meets the driver's own errors
+            raise StoreError(failure_message(e, self.url)) from e
 
     @staticmethod
     def _bump(conn: sa.Connection, scope: str) -> None:
@@ -134,23 +141,33 @@ class SqlStore(SqlJobsMixin, Store):
     def save_result(self, record: Result | dict) -> str:
         return self.save_results([record])[0]
 
-    def _select_records(self, conn, where) -> list[Result]:
+    def _select_records(self, conn, where) -> tuple[list[Result], list[rec.UnreadableResult]]:
+        """The matching results that read back, and why each of the others does not."""
         query = (sa.select(*_RESULT_COLS, experiments.c.name.label("experiment"))
                  .select_from(results.outerjoin(experiments)).where(*where)
                  .order_by(results.c.created_at, results.c.id))
         rows = conn.execute(query).mappings().all()
         if not rows:
-            return []
+            return [], []
         mquery = (sa.select(metrics).select_from(metrics.join(results).outerjoin(experiments))
                   .where(*where).order_by(metrics.c.name))
         by_result = defaultdict(list)
         for m in conn.execute(mquery).mappings():
             by_result[m["result_id"]].append(m)
-        return [Result.from_dict(rec.rows_to_record(r, r["experiment"], by_result[r["id"]])) for r in rows]
+        readable, unreadable = [], []
+        for r in rows:
+            try:
+                readable.append(Result.from_dict(rec.rows_to_record(r, r["experiment"], by_result[r["id"]])))
+            except rec.UnreadableResult as e:
+                unreadable.append(e)
+        return readable, unreadable
 
     def get_result(self, result_id: str) -> Result | None:
+        """Raises records.UnreadableResult when the stored row is damaged."""
         with self._tx(write=False) as conn:
-            found = self._select_records(conn, [results.c.id == result_id])
+            found, unreadable = self._select_records(conn, [results.c.id == result_id])
+        if unreadable:
+            raise unreadable[0]
         return found[0] if found else None
 
     def has_result(self, result_id: str) -> bool:
@@ -166,7 +183,16 @@ class SqlStore(SqlJobsMixin, Store):
         if ids is not None:
             where.append(results.c.id.in_(list(ids)))
         with self._tx(write=False) as conn:
-            return self._select_records(conn, where)
+            found, unreadable = self._select_records(conn, where)
+        for e in unreadable:  # listed without them rather than not at all; the warning names each
+            warnings.warn(f"{e} It is left out of this listing.", UnreadableResultWarning, stacklevel=2)
+        return found
+
+    def unreadable_results(self) -> dict[str, str]:
+        """{result id: why it cannot be read} for every damaged result row (listings leave them out)."""
+        with self._tx(write=False) as conn:
+            _, unreadable = self._select_records(conn, [])
+        return {e.result_id: e.why for e in unreadable}
 
     def delete_result(self, result_id: str) -> bool:
         with self._tx(write=True) as conn:
@@ -187,6 +213,7 @@ class SqlStore(SqlJobsMixin, Store):
             base = _frame(_raw_rows(conn, query), base_cols + ["experiment"])
             long = _frame(_raw_rows(conn, sa.select(metrics.c.result_id, metrics.c.name, metrics.c.value)),
                           ["result_id", "name", "value"])
+        base, long, unreadable = _drop_unreadable(base, long)
         base["provenance"] = np.where(base["speed_kind"] == "measured", "measured",
                                       base["accuracy_kind"].where(base["accuracy_kind"].notna(), base["speed_kind"]))
         base["created_at"] = pd.to_datetime(base["created_at"].astype(float), unit="s", utc=True)
@@ -196,4 +223,28 @@ class SqlStore(SqlJobsMixin, Store):
             wide = wide[sorted(wide.columns)]
             wide.columns.name = None
             frame = frame.join(wide, on="id")
-        return frame.reset_index(drop=True)
+        frame = frame.reset_index(drop=True)
+        frame.attrs["unreadable"] = unreadable  # {id: why}: left out, for a page to mention
+        return frame
+
+
+def _drop_unreadable(base, long):
+    """Leave out results whose creation time or a metric value is not a number (a damaged row),
+    with a warning naming each: (base, long, {id: why})."""
+    import pandas as pd
+
+    unreadable = {}
+    for frame, column, key, what in ((base, "created_at", "id", "its creation time"),
+                                     (long, "value", "result_id", "a metric")):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna()
+        for rid, value in zip(frame.loc[bad, key], frame.loc[bad, column]):
+            unreadable.setdefault(rid, f"{what} holds {str(value)[:40]!r}, not a number")
+        frame[column] = values
+    for rid, why in unreadable.items():
+        warnings.warn(f"{rec.UnreadableResult(rid, why)} It is left out of this listing.",
+                      UnreadableResultWarning, stacklevel=3)
+    if unreadable:
+        base = base[~base["id"].isin(unreadable)].copy()
+        long = long[~long["result_id"].isin(unreadable)].copy()
+    return base, long, unreadable

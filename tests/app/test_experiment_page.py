@@ -57,7 +57,7 @@ def test_accuracy_only_sweep_has_no_workload(app_home):
     _run(at)
     payload = app_home.list_jobs()[0]["payload"]["spec"]
     assert payload["workload"] is None
-    assert [r["precision"] for r in payload["recipes"]] == ["bf16", "fp8", "int8_sq"]
+    assert [r["precision"] for r in payload["recipes"]] == ["bf16", "fp8", "int8_sq", "int4_awq"]  # the demo's
 
 
 def test_sparsity_multiplies_the_grid(app_home):
@@ -135,8 +135,8 @@ def test_demo_button_queues_the_small_demo_sweep(app_home):
     assert len(jobs) == 1 and jobs[0]["title"].startswith("Demo sweep")
     payload = jobs[0]["payload"]["spec"]
     assert payload["model"]["source"] == "bundled"
-    assert [r["precision"] for r in payload["recipes"]] == ["bf16", "fp8", "int8_sq"]
-    assert payload["data"] == {"source": "bundled", "calib_size": 16, "calib_seq_len": 256, "eval_tokens": 1024,
+    assert [r["precision"] for r in payload["recipes"]] == ["bf16", "fp8", "int8_sq", "int4_awq"]
+    assert payload["data"] == {"source": "bundled", "calib_size": 16, "calib_seq_len": 128, "eval_tokens": 1024,
                                "eval_seq_len": 256, "seed": 1234}
     assert payload["workload"]["batch_sizes"] == [1]
 
@@ -148,3 +148,98 @@ def test_demo_leaves_out_what_this_device_cannot_calibrate():
     choices = [PrecisionChoice("fp8", "FP8", False, "needs a GPU"), PrecisionChoice("int8_sq", "INT8", True, "")]
     ((payload, title),) = demo_jobs(choices, "demo-x")
     assert [r["precision"] for r in payload["spec"]["recipes"]] == ["bf16", "int8_sq"] and title.startswith("Demo sweep")
+
+
+def _warnings(at) -> str:
+    return "\n".join(w.value for w in at.warning)
+
+
+def test_out_of_range_number_disables_run_and_names_the_field(app_home):
+    at = open_page("experiment")
+    assert not at.button(key="run_sweep").disabled
+    at.number_input(key="calib_size").set_value(100_000).run()  # committed, not silently kept at 32
+    assert at.number_input(key="calib_size").value == 100_000
+    assert "Calibration sequences: 100,000 is out of range. Enter a whole number from 1 to 4,096." in _warnings(at)
+    assert at.button(key="run_sweep").disabled
+    at.number_input(key="calib_size").set_value(8).run()
+    assert not at.button(key="run_sweep").disabled and "Calibration sequences" not in _warnings(at)
+    assert app_home.list_jobs() == []
+
+
+def test_evaluation_tokens_beyond_the_bundled_text_disable_run(app_home):
+    import re
+
+    at = open_page("experiment")
+    counts = re.search(r"The text holds ([\d,]+) calibration tokens and ([\d,]+) held-out",
+                       "\n".join(c.value for c in at.caption))
+    assert counts, "the page says how many tokens the bundled text holds"
+    held_out = int(counts.group(2).replace(",", ""))
+    at.number_input(key="eval_tokens").set_value(held_out + 1).run()
+    assert at.button(key="run_sweep").disabled
+    assert (f"Evaluation tokens: the text holds {held_out:,} held-out tokens, fewer than the {held_out + 1:,} "
+            f"asked for. Enter at most {held_out:,}") in _warnings(at)
+    at.number_input(key="eval_tokens").set_value(held_out).run()  # all of it is fine
+    assert not at.button(key="run_sweep").disabled
+    _run(at)
+    assert app_home.list_jobs()[0]["payload"]["spec"]["data"]["eval_tokens"] == held_out
+
+
+def test_a_sweep_over_an_hour_needs_a_confirmation(app_home):
+    at = open_page("experiment")
+    assert not [c for c in at.checkbox if c.key == "confirm_long_run"]  # the default sweep is short
+    at.number_input(key="calib_size").set_value(4096).run()  # 4,096 x 256 calibration tokens per recipe
+    confirm = at.checkbox(key="confirm_long_run")
+    assert confirm.label.startswith("Run anyway: this sweep takes about ") and confirm.label.endswith(" h")
+    assert not confirm.value and at.button(key="run_sweep").disabled
+    confirm.check().run()
+    assert not at.button(key="run_sweep").disabled
+    _run(at)
+    assert app_home.list_jobs()[0]["payload"]["spec"]["data"]["calib_size"] == 4096
+
+
+def test_run_refuses_a_value_changed_as_it_was_clicked(app_home):
+    at = open_page("experiment")
+    # Typed and clicked at once: the value and the click arrive in one rerun, while the button's callback
+    # still holds the jobs of the render before (calibration size 32).
+    at.number_input(key="calib_size").set_value(8)
+    _run(at)
+    assert app_home.list_jobs() == []
+    assert "A value changed as you clicked Run: check the fields and click Run again." in _warnings(at)
+    _run(at)  # the page now shows 8: Run queues it
+    assert app_home.list_jobs()[0]["payload"]["spec"]["data"]["calib_size"] == 8
+
+
+def test_diffusion_fields_out_of_range_or_changed_at_the_click(app_home):
+    at = open_page("experiment")
+    at.radio(key="sweep_kind").set_value("diffusion").run()
+    at.number_input(key="diff_steps").set_value(5000).run()
+    assert "Denoising steps: 5,000 is out of range. Enter a whole number from 1 to 1,000." in _warnings(at)
+    assert at.button(key="run_diffusion_sweep").disabled
+    at.number_input(key="diff_steps").set_value(4).run()
+    at.number_input(key="diff_images").set_value(1)
+    at.button(key="run_diffusion_sweep").click().run()  # the change and the click in one rerun
+    assert app_home.list_jobs() == [] and "click Run again" in _warnings(at)
+    at.button(key="run_diffusion_sweep").click().run()
+    generation = app_home.list_jobs()[0]["payload"]["spec"]["generation"]
+    assert (generation["steps"], generation["images_per_condition"]) == (4, 1)
+
+
+def test_task_accuracy_goes_into_the_queued_spec(app_home):
+    at = open_page("experiment")
+    at.checkbox(key="task_enable").check().run()
+    assert at.text_input(key="task_names").value == "tlab_doc_continuation"  # the offline task by default
+    at.number_input(key="task_limit").set_value(40).run()
+    _run(at)
+    spec = app_home.list_jobs()[0]["payload"]["spec"]
+    assert spec["tasks"]["names"] == ["tlab_doc_continuation"] and spec["tasks"]["limit"] == 40
+
+
+def test_unknown_task_name_keeps_run_disabled_with_close_names(app_home):
+    at = open_page("experiment")
+    at.checkbox(key="task_enable").check().run()
+    at.text_input(key="task_names").set_value("tlab_doc_continuaton").run()
+    warnings = " ".join(w.value for w in at.warning)
+    assert "Unknown task 'tlab_doc_continuaton'" in warnings and "tlab_doc_continuation" in warnings
+    assert at.button(key="run_sweep").disabled
+    at.number_input(key="task_limit").set_value(0).run()
+    assert "Questions per task: 0 is out of range" in " ".join(w.value for w in at.warning)

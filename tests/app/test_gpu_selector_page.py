@@ -35,8 +35,9 @@ def test_default_view_ranks_options_and_explains_the_best(app_home):
     assert len(table) > 10 and set(table["provenance"]) == {"estimated"}
     assert table["rank"].iloc[0] == 1 and table["calibrated_from"].notna().iloc[0]
     figs = plotly_figures(at)
-    assert len(figs) == 2  # throughput curves and memory breakdown
+    assert len(figs) == 3  # throughput curves, memory breakdown, parity picture
     assert figs[1]["layout"]["barmode"] == "stack"
+    assert "± band (80%)" in table.columns  # the band's stated nominal level
 
 
 def test_published_points_are_drawn_over_the_curves(app_home):
@@ -64,6 +65,27 @@ def test_your_measured_points_calibrate_and_show(app_home):
     assert "h200 · fp8 · TP1 (measured)" in names
     table = _frame(at)
     assert "measured points on h200" in table["calibrated_from"].iloc[0]
+    parity = [f for f in plotly_figures(at) if "How good" in str(f["layout"].get("title"))][0]
+    assert "your measured (in the fit)" in [t.get("name") for t in parity["data"]]
+
+
+def _parity(at):
+    return [f for f in plotly_figures(at) if "How good is this estimate?" in str(f["layout"].get("title"))][0]
+
+
+def test_parity_picture_shows_held_out_points_by_protocol(app_home):
+    at = run_page(sel_gpus=["h200"], sel_prec=["fp8"], sel_tp=[1])
+    assert not at.exception, at.exception
+    fig = _parity(at)
+    assert fig["layout"]["xaxis"]["type"] == "log" and fig["layout"]["yaxis"]["type"] == "log"
+    names = [t.get("name", "") for t in fig["data"]]
+    assert "leave-one-GPU-out · this GPU/family" in names and "leave-one-model-family-out" in names
+    assert "80% band of this estimate" in names
+    title = fig["layout"]["title"]["text"]
+    assert "GPU h200 unseen:" in title and "family llama-3 unseen:" in title
+    at.radio(key="sel_parity_metric").set_value("ttft").run()
+    assert not at.exception, at.exception
+    assert "time to first token" in _parity(at)["layout"]["xaxis"]["title"]["text"]
 
 
 def test_no_feasible_option_says_what_to_change(app_home):

@@ -123,12 +123,14 @@ def test_published_tradeoff_has_the_right_axis_a_legend_and_says_when_a_model_ha
     assert any("the models that have both are" in i.value and "Llama 3 8B" in i.value for i in at.info)
 
 
-def test_published_points_overlay_the_same_model_and_precision(app_home):
-    from tests.app.results_data import make_record
+def test_published_points_overlay_the_same_precision_on_the_task_axis_only(app_home):
+    from tests.app.task_results_data import TASK, task_record
 
-    records = [make_record("llama", p, i, model="meta-llama/Llama-3.1-8B") for i, p in enumerate(["bf16", "fp8"])]
+    records = [task_record("llama", p, i, 0.7, model="meta-llama/Llama-3.1-8B") for i, p in enumerate(["bf16", "fp8"])]
     app_home.save_results(records)
     at = open_page("results")
+    assert not [t for t in plotly_figures(at)[0]["data"] if "published" in t.get("name", "")]  # MMLU vs perplexity: no
+    at.radio(key="accuracy_axis").set_value(f"task:{TASK}").run()
     fig = plotly_figures(at)[0]
     published = [t for t in fig["data"] if "published" in t.get("name", "")]
     assert len(published) == 1 and "MMLU" in published[0]["hovertemplate"]

@@ -129,3 +129,77 @@ def test_a_cpu_baseline_is_named_as_it_ran():
     assert "BF16 weights, FP32 compute (measured)" in names and "INT8 SmoothQuant (measured)" in names
     frame["speed_compute_bits"] = 16.0  # a GPU baseline in bf16 keeps its name
     assert list(plots.chart_frame(frame, 1)["recipe"])[0] == "BF16"
+
+
+# --- accuracy axes, error bars and published points (issues #12, #15) ---------------------------
+
+def _task_frame():
+    from tests.app.task_results_data import task_record
+
+    return _frame([task_record("t", "bf16", 0, 0.8), task_record("t", "int8_sq", 1, 0.75),
+                   task_record("t", "int4_awq", 2, 0.6, spread=0.10)])
+
+
+def test_accuracy_axes_offer_a_task_axis_only_when_results_have_it():
+    assert list(plots.accuracy_axes(_frame(make_records(5)))) == ["ppl", "kl"]
+    axes = plots.accuracy_axes(_task_frame())
+    assert list(axes) == ["ppl", "kl", "task:tlab_doc_continuation"]
+    task = axes["task:tlab_doc_continuation"]
+    assert task.published and not axes["ppl"].published and not axes["kl"].published
+    assert "points" in task.axis and "tlab_doc_continuation" in task.title
+
+
+def test_chart_frame_on_the_task_axis_has_the_loss_its_stderr_and_the_speedup_spread():
+    frame = _task_frame()
+    chart = plots.chart_frame(frame, 1, "task:tlab_doc_continuation").set_index("precision")
+    assert chart.loc["int8_sq", "x_loss"] == pytest.approx(5.0)
+    assert chart.loc["int4_awq", "x_loss"] == pytest.approx(20.0)
+    assert chart.loc["int8_sq", "x_err"] == pytest.approx(100 * np.hypot(0.06, 0.06))
+    assert chart.loc["bf16", "x_loss"] == 0.0 and np.isnan(chart.loc["bf16", "x_err"])  # itself: no error
+    assert chart.loc["int8_sq", "task_accuracy"] == pytest.approx(0.75)
+    # half the relative spread (baseline and recipe in quadrature, stored by the pipeline) times the speedup
+    y = chart.loc["int4_awq", "y_speedup"]
+    assert chart.loc["int4_awq", "y_err"] == pytest.approx(y * 0.10 / 2)
+    assert np.isnan(chart.loc["bf16", "y_err"])
+    assert np.isnan(plots.chart_frame(frame, 8)["y_err"]).all()  # no spread stored at batch 8: no bar
+    kl = plots.chart_frame(frame, 1, "kl").set_index("precision")
+    assert (kl["x_loss"] == frame.set_index("precision")["kl_div"]).all() and kl["x_err"].isna().all()
+
+
+def test_the_figure_draws_both_error_bars_for_measured_points():
+    chart = plots.chart_frame(_task_frame(), 1, "task:tlab_doc_continuation")
+    fig = plots.speedup_accuracy_figure(chart, x_title=plots.task_axis("tlab_doc_continuation").axis)
+    int4 = next(t for t in fig.data if t.name == "INT4 AWQ (measured)")
+    assert int4.error_x.array[0] == pytest.approx(100 * np.hypot(0.06, 0.06))
+    assert int4.error_y.array[0] == pytest.approx(int4.y[0] * 0.05)
+    assert "standard error" in int4.hovertemplate and "percentage points" in fig.layout.xaxis.title.text
+    estimated = chart.assign(speed_kind="estimated", y_low=chart["y_speedup"] * 0.9, y_high=chart["y_speedup"] * 1.2)
+    band = next(t for t in plots.speedup_accuracy_figure(estimated).data if t.name == "INT4 AWQ (estimated)")
+    assert band.error_y.arrayminus[0] == pytest.approx(band.y[0] * 0.1)  # an estimate keeps its own band
+
+
+def test_published_mmlu_points_go_on_the_task_axis_only_and_say_what_they_are():
+    from engine.reference import published_frame
+
+    points = plots.published_points(published_frame())
+    chart = plots.chart_frame(_task_frame(), 1, "task:tlab_doc_continuation")
+    for axis in ("ppl", "kl"):
+        assert plots.published_on_axis(points, chart, axis, 1).empty
+    shown = plots.published_on_axis(points, chart, "task:tlab_doc_continuation", 1)
+    assert set(shown["precision"]) == {"int4_awq"} and set(shown["batch_size"]) == {1.0}  # bundled has no fp8 here
+    fig = plots.speedup_accuracy_figure(chart, shown)
+    published = [t for t in fig.data if "published" in t.name]
+    assert len(published) == 1
+    assert "MMLU loss of Llama-3.1-70B, Llama-3.1-8B, not this task or model" in published[0].name
+    assert "measured on MMLU with" in published[0].hovertemplate
+
+
+def test_accuracy_bars_on_the_task_axis_carry_the_standard_error():
+    from tests.app.task_results_data import task_record
+
+    frame = _frame([task_record("t", p, i, 0.7, with_speed=False) for i, p in enumerate(["bf16", "int8_sq"])])
+    bars = plots.accuracy_figure(plots.chart_frame(frame, None, "task:tlab_doc_continuation")).data[0]
+    assert list(bars.y) == pytest.approx([0.0, 10.0])
+    assert bars.error_y.array[1] == pytest.approx(100 * np.hypot(0.06, 0.06))
+    ppl = plots.accuracy_figure(plots.chart_frame(frame)).data[0]
+    assert ppl.error_y.array is None and "standard error" not in ppl.hovertemplate

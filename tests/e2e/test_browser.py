@@ -69,7 +69,7 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     # why, with the speed itself still measured: never an invented speedup, never a missing measurement.
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
     body = page.inner_text("body")
-    measured = points.count() >= 2  # baseline + a timed recipe
+    measured = points.count() >= 3  # the baseline and the two recipes with CPU kernels (INT8 SQ, INT4 AWQ)
     if measured:
         assert "Pareto frontier" in chart.inner_text()
     else:
@@ -83,7 +83,7 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     assert len(rows) >= 3 and {"precision", "ppl_increase_pct", "provenance"} <= set(rows[0])
     assert "bf16" in {r["precision"] for r in rows}
     timed = {r["precision"]: r for r in rows if r.get("speed_provenance") == "measured"}
-    assert {"bf16", "int8_sq"} <= set(timed) and all(float(r["decode_tokens_per_sec_bs1"]) > 0 for r in timed.values())
+    assert {"bf16", "int8_sq", "int4_awq"} <= set(timed) and all(float(r["decode_tokens_per_sec_bs1"]) > 0 for r in timed.values())
     if measured:
         assert any(r.get("speedup") and float(r["speedup"]) > 0 for r in rows)
 
@@ -92,7 +92,7 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot')].some("
                            "p => p.innerText.includes('Pareto frontier (estimated speed)'))")
     estimated = page.locator(".js-plotly-plot").first
-    assert estimated.locator(".scatterlayer .trace .points path").count() >= 3  # BF16, FP8, INT8
+    assert estimated.locator(".scatterlayer .trace .points path").count() >= 4  # BF16, FP8, INT8, INT4
     _shot(page, "results_estimated_gpu")
     chart = estimated
 

@@ -110,7 +110,7 @@ def test_app_accepts_loopback_hosts(host, capsys):
 def test_app_refuses_other_hosts(host, capsys):
     assert main(["app", "--host", host, "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert "sign-in is not yet available" in err and host in err
+    assert "without sign-in" in err and host in err
 
 
 def test_version_flag(capsys):

@@ -115,7 +115,7 @@ def test_rerun_reuses_stored_results(in_home):
     stages = []
     again = pipeline.run_sweep(_spec(), in_home["store"], lambda f, s: stages.append(s))
     assert [r.id for r in again] == [r.id for r in in_home["records"]]
-    assert stages == ["all results already in the store"]
+    assert stages == [f"reused all {len(in_home['records'])} result(s) already in the store"]
     assert [r.created_at for r in again] == [r.created_at for r in in_home["records"]]
 
 

@@ -32,6 +32,7 @@ def _run(capsys, *argv):
     (["--calib-size", "-4"], "calib size must be a positive"),
     (["--eval-tokens", "0"], "eval tokens must be a positive"),
 ])
+@pytest.mark.bad_input
 def test_sweep_rejects_bad_input_without_partial_rows(capsys, argv, expect):
     code, out, err = _run(capsys, "sweep", *argv)
     assert code == 2
@@ -40,6 +41,7 @@ def test_sweep_rejects_bad_input_without_partial_rows(capsys, argv, expect):
     assert _result_count() == 0
 
 
+@pytest.mark.bad_input
 def test_pickle_only_model_folder(capsys, tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
@@ -50,6 +52,7 @@ def test_pickle_only_model_folder(capsys, tmp_path):
     assert _result_count() == 0
 
 
+@pytest.mark.bad_input
 def test_corrupt_store_is_reported_and_not_overwritten(capsys):
     home = tlab_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -78,12 +81,14 @@ BAD_WORKER_ARGS = [
 
 
 @pytest.mark.parametrize("argv, expect", BAD_WORKER_ARGS)
+@pytest.mark.bad_input
 def test_worker_refuses_bad_settings_plainly(capsys, argv, expect):
     code, out, err = _run(capsys, "worker", "--once", *argv)
     assert code == 2 and expect in err and "Traceback" not in err
     assert "secret" not in err  # a password in a bad URL is never printed
 
 
+@pytest.mark.bad_input
 def test_threads_setting_beyond_the_cores_is_refused(monkeypatch):
     from engine.cpu_threads import choose_threads
     from engine.errors import SettingError
@@ -93,6 +98,7 @@ def test_threads_setting_beyond_the_cores_is_refused(monkeypatch):
     assert choose_threads(env={"TLAB_THREADS": "3"}, cores=2)[0] == 3  # a choice, not a mistake
 
 
+@pytest.mark.bad_input
 def test_a_data_folder_below_a_file_is_a_setting_error(capsys, tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

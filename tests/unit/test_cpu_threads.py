@@ -28,6 +28,7 @@ def test_a_cpu_quota_caps_the_threads():
     assert ct.threads_for(64, None, 8.0) == 8 and ct.threads_for(2, 0.0, 16.0) == 2
 
 
+@pytest.mark.bad_input
 def test_user_setting_wins_and_bad_values_say_what_to_do():
     assert ct.choose_threads(env={ct.ENV_THREADS: "3"}, probe=lambda: 2.0, cores=2)[0] == 3
     with pytest.raises(ValueError, match="whole number.*unset it"):

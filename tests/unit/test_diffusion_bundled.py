@@ -105,6 +105,7 @@ def test_guidance_runs(bundled):
     (dict(labels=[-1, 3], steps=5), "digits from 0 to 9"),
     (dict(labels=[1], steps=5, guidance_scale=0.5), "guidance_scale"),
 ])
+@pytest.mark.bad_input
 def test_bad_requests_say_what_to_do(bundled, kwargs, words):
     with pytest.raises(GenerationSettingError, match=words) as exc:
         generate(bundled.unet, bundled.scheduler, seed=0, **kwargs)

@@ -9,11 +9,13 @@ from engine.spec import ModelRef
 from tests.conftest import requires_bundled
 
 
+@pytest.mark.bad_input
 def test_missing_model_folder_says_what_to_give(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         resolve(ModelRef(str(tmp_path / "nope")))
 
 
+@pytest.mark.bad_input
 def test_pickle_only_folder_is_refused(tmp_path):
     folder = tmp_path / "pickled"
     folder.mkdir()
@@ -55,6 +57,7 @@ def test_bundled_corpus_splits_disjointly():
     assert len(calib) + len(evaluation) <= len(docs)
 
 
+@pytest.mark.bad_input
 def test_user_jsonl_and_bad_lines(tmp_path):
     good = tmp_path / "d.jsonl"
     good.write_text('{"text": "a"}\n{"text": "b"}\n')
@@ -81,6 +84,7 @@ class _CharTokenizer:
         return Out()
 
 
+@pytest.mark.bad_input
 def test_too_short_evaluation_text_is_an_error(tmp_path):
     from engine.data import prepare
     from engine.spec import DataSpec

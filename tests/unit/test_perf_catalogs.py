@@ -39,6 +39,7 @@ def test_gpu_formats_follow_the_hardware():
     assert {catalog.gpu(g).generation for g in ("b200", "gb200", "rtx-pro-6000-blackwell")} == {"blackwell"}
 
 
+@pytest.mark.bad_input
 def test_unknown_gpu_lists_close_matches():
     with pytest.raises(UnknownNameError, match="h100-sxm"):
         catalog.gpu("h100sxm")
@@ -86,6 +87,7 @@ def test_config_json_path_and_loaded_model(tmp_path):
     assert arch.resolve("Llama-3.1-8B").name == "meta-llama/Llama-3.1-8B"  # organization optional
 
 
+@pytest.mark.bad_input
 def test_unknown_model_and_bad_config(tmp_path):
     with pytest.raises(UnknownNameError, match="meta-llama/Llama-3.1-8B"):
         arch.resolve("meta-llama/Llama-3.1-8")

@@ -62,10 +62,11 @@ def test_input_jsonl_one_result_per_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, match", [
     (["--gpu", "h100"], "Did you mean"), (["--precision", "nvfp4"], "Blackwell"),
-    (["--batch", "0"], "positive whole number"), (["--model", "meta-llama/Llama-2-7b-hf", "--isl", "5000"], "context"),
+    (["--batch", "0"], "positive whole number"),
     (["--batch", "1e12"], "beyond what any engine runs"), (["--batch", "1e308"], "beyond what any engine runs"),
     (["--batch", "inf"], "positive whole number"), (["--isl", "nan"], "positive whole number"),
 ])
+@pytest.mark.bad_input
 def test_errors_are_json_and_exit_2(capsys, extra, match):
     argv = BASE + ["--batch", "1", "--json"]
     for i in range(0, len(extra), 2):
@@ -76,6 +77,7 @@ def test_errors_are_json_and_exit_2(capsys, extra, match):
 
 
 @pytest.mark.parametrize("price", ["-1", "nan", "inf"])
+@pytest.mark.bad_input
 def test_a_price_that_is_not_a_price_is_refused(capsys, price):
     rc, out, err = run(capsys, *BASE, "--batch", "1", "--price", price, "--json")
     assert rc == 2 and "price must be zero or more" in json.loads(out)["error"]
@@ -89,6 +91,7 @@ def test_model_too_big_reports_smallest_tp(capsys):
     assert e["smallest_tp_that_fits"] == 8 and "smallest TP that fits is 8" in err
 
 
+@pytest.mark.bad_input
 def test_missing_flags_and_unknown_jsonl_fields(tmp_path, capsys):
     rc, out, _ = run(capsys, "estimate", "--model", "meta-llama/Llama-3.1-8B", "--json")
     assert rc == 2 and "missing" in json.loads(out)["error"]
@@ -127,6 +130,7 @@ def test_results_speed_on_a_gpu_adds_estimates_with_their_provenance(capsys, tmp
     assert rc == 2 and "Did you mean" in err
 
 
+@pytest.mark.bad_input
 def test_one_bad_jsonl_line_never_stops_the_others(tmp_path, capsys):
     good = json.dumps({"model": "meta-llama/Llama-3.1-8B", "gpu": "h100-sxm", "precision": "fp8", "batch": 4,
                        "isl": 128, "osl": 128}).encode()
@@ -139,3 +143,24 @@ def test_one_bad_jsonl_line_never_stops_the_others(tmp_path, capsys):
     assert "output_tokens_per_sec" in lines[0] and "output_tokens_per_sec" in lines[4]
     assert "not UTF-8" in lines[1]["error"] and "nested too deeply" in lines[2]["error"]
     assert "beyond what any engine runs" in lines[3]["error"]
+
+
+def test_context_beyond_the_model_is_estimated_with_a_note(capsys):
+    argv = BASE + ["--batch", "1", "--json"]
+    argv[argv.index("--model") + 1] = "meta-llama/Llama-2-7b-hf"
+    argv[argv.index("--isl") + 1] = "5000"
+    rc, out, err = run(capsys, *argv)
+    e = json.loads(out)
+    assert rc == 0 and e["output_tokens_per_sec"] > 0 and "trained context of 4096" in e["message"]
+    assert "trained context" in err
+
+
+def test_band_states_its_nominal_level(capsys):
+    rc, out, _ = run(capsys, *BASE, "--batch", "8", "--json")
+    e = json.loads(out)
+    assert rc == 0 and e["band_nominal"] == 0.8
+    assert e["output_tokens_per_sec_low"] < e["output_tokens_per_sec"] < e["output_tokens_per_sec_high"]
+    assert e["ttft_ms_low"] < e["ttft_ms"] < e["ttft_ms_high"]
+    assert "80% interval" in e["provenance_detail"]["uncertainty"]
+    rc, out, _ = run(capsys, *BASE, "--batch", "8")
+    assert rc == 0 and "(80% band " in out

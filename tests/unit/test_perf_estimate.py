@@ -77,9 +77,12 @@ def test_moe_decode_reads_only_touched_experts(cal):
 def test_batch_max_is_the_largest_batch_that_fits(cal):
     e = est(cal, batch="max")
     assert 64 < e.batch <= e.max_batch_that_fits and e.fits_in_memory
+    # one more request than the KV pool holds still runs (in-flight batching queues it): not "does not fit"
     too_big = est(cal, batch=e.max_batch_that_fits + 1)
-    assert not too_big.fits_in_memory and too_big.output_tokens_per_sec is None
-    assert "largest batch that fits" in too_big.message
+    assert too_big.fits_in_memory and too_big.batch == e.max_batch_that_fits + 1
+    assert f"holds {e.max_batch_that_fits} of the {too_big.batch} sequences" in too_big.message
+    resident = est(cal, batch=e.max_batch_that_fits)
+    assert too_big.output_tokens_per_sec == pytest.approx(resident.output_tokens_per_sec)
 
 
 def test_model_that_does_not_fit_names_the_smallest_tp(cal):
@@ -96,12 +99,28 @@ def test_model_that_does_not_fit_names_the_smallest_tp(cal):
     (dict(precision="int4"), UnknownNameError, "int4_awq"),
     (dict(batch=0), BadQuery, "batch"), (dict(batch=-3), BadQuery, "batch"), (dict(batch=1.5), BadQuery, "batch"),
     (dict(isl=0), BadQuery, "isl"), (dict(osl="x"), BadQuery, "osl"),
-    (dict(model="meta-llama/Llama-2-7b-hf", isl=4000, osl=200), BadQuery, "context of 4096"),
     (dict(tp=3), BadQuery, "tp 3"),
 ])
+@pytest.mark.bad_input
 def test_bad_input_says_what_to_do(cal, kw, err, match):
     with pytest.raises(err, match=match):
         est(cal, **kw)
+
+
+def test_context_beyond_the_trained_length_is_estimated_with_a_warning(cal):
+    # TensorRT-LLM publishes ISL 2048 + OSL 128 runs of 2,048-context models: estimate them, warn in message
+    e = est(cal, model="meta-llama/Llama-2-7b-hf", isl=4000, osl=200, batch=1)
+    assert e.fits_in_memory and e.output_tokens_per_sec > 0
+    assert "trained context of 4096" in e.message and "4200" in e.message
+    assert est(cal, model="meta-llama/Llama-2-7b-hf", isl=2000, osl=200, batch=1).message == ""
+
+
+@pytest.mark.bad_input
+def test_only_memory_refuses_a_long_context(cal):
+    # far past the context and past memory: estimated as not fitting, with both reasons in the message
+    e = est(cal, model="meta-llama/Llama-2-7b-hf", gpu="l4", precision="bf16", isl=2_000_000, osl=100, batch=1)
+    assert not e.fits_in_memory and e.output_tokens_per_sec is None
+    assert "does not fit" in e.message and "trained context" in e.message
 
 
 def test_memory_plan_adds_up_and_grows_with_batch():

@@ -16,6 +16,7 @@ def test_spec_round_trips_through_json_and_hash_is_stable():
     assert spec.replace(recipe=Recipe("fp8")).id != spec.id
 
 
+@pytest.mark.bad_input
 def test_unknown_precision_lists_valid_names():
     with pytest.raises(UnknownNameError) as err:
         Recipe("fp9")
@@ -25,6 +26,7 @@ def test_unknown_precision_lists_valid_names():
         assert name in msg
 
 
+@pytest.mark.bad_input
 def test_unknown_sparsity_lists_valid_names():
     with pytest.raises(UnknownNameError) as err:
         Recipe("fp8", "2:4")
@@ -33,6 +35,7 @@ def test_unknown_sparsity_lists_valid_names():
 
 @pytest.mark.parametrize("field", ["calib_size", "eval_tokens", "calib_seq_len"])
 @pytest.mark.parametrize("value", [0, -3])
+@pytest.mark.bad_input
 def test_non_positive_sizes_are_rejected(field, value):
     with pytest.raises(DataError, match=field.replace("_", " ")):
         DataSpec(**{field: value})

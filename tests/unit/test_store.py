@@ -133,6 +133,7 @@ def test_failure_mid_save_leaves_nothing(store, monkeypatch):
     ({"versions": {"x": object()}}, "cannot be saved as JSON"),
     ({"created_at": "yesterday"}, "ISO 8601"),
 ])
+@pytest.mark.bad_input
 def test_bad_records_are_refused(store, bad, message):
     with pytest.raises(StoreError, match=message):
         store.save_result({**make_record(), **bad})
@@ -216,6 +217,7 @@ def test_export_json_csv_table(store):
     assert all(r.id in table for r in records) and "12.5" in table
 
 
+@pytest.mark.bad_input
 def test_corrupt_store_file_is_refused_and_untouched(home):
     home.mkdir(parents=True)
     db = home / "tlab.db"
@@ -229,6 +231,7 @@ def test_corrupt_store_file_is_refused_and_untouched(home):
         assert db.read_bytes() == content
 
 
+@pytest.mark.bad_input
 def test_newer_schema_is_refused(home):
     open_store().close()
     with sqlite3.connect(home / "tlab.db") as raw:
@@ -237,6 +240,7 @@ def test_newer_schema_is_refused(home):
         open_store()
 
 
+@pytest.mark.bad_input
 def test_foreign_database_is_refused(home, tmp_path):
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as raw:
@@ -245,6 +249,7 @@ def test_foreign_database_is_refused(home, tmp_path):
         open_store(f"sqlite:///{other}")
 
 
+@pytest.mark.bad_input
 def test_bad_url_and_missing_driver(home):
     with pytest.raises(StoreError, match="not a database URL"):
         open_store("not a url")

@@ -43,6 +43,7 @@ def test_baseline_first_duplicates_dropped_and_ids_are_the_experiment_specs():
     (dict(generation=GenerationSpec()), SpecError, "apply to diffusion models"),
     (dict(experiment="x" * 500), SpecError, "200 characters"),
 ])
+@pytest.mark.bad_input
 def test_bad_values_are_refused_on_creation(changes, error, words):
     with pytest.raises(error, match=words):
         _spec(**changes)
@@ -62,6 +63,7 @@ def test_bad_values_are_refused_on_creation(changes, error, words):
     (lambda d: d["model"].update(trust_remote_code="yes"), "true or false"),
     (lambda d: d.update(model=["bundled"]), "JSON object"),
 ])
+@pytest.mark.bad_input
 def test_a_spec_from_json_is_checked_field_by_field(mutate, words):
     d = _spec().to_dict()
     mutate(d)
@@ -69,6 +71,7 @@ def test_a_spec_from_json_is_checked_field_by_field(mutate, words):
         SweepSpec.from_dict(d)
 
 
+@pytest.mark.bad_input
 def test_garbage_json_is_a_clear_error():
     for text in ("", "{", "[1, 2]", "null"):
         with pytest.raises(SpecError):
@@ -79,11 +82,13 @@ def test_garbage_json_is_a_clear_error():
     {}, {"spec": None}, {"spec": {}, "store_url": "sqlite:////tmp/elsewhere.db"},
     {"experiment": "old-format", "recipes": [{"precision": "fp8"}]},
 ])
+@pytest.mark.bad_input
 def test_a_bad_job_payload_fails_before_any_work(payload):
     with pytest.raises(TlabError):
         pipeline.run_sweep_job(payload, lambda *a: None)
 
 
+@pytest.mark.bad_input
 def test_run_sweep_takes_only_a_spec():
     with pytest.raises(SpecError, match="SweepSpec"):
         pipeline.run_sweep({"recipes": []}, store=None)
@@ -114,11 +119,13 @@ def test_cli_prints_a_spec_and_runs_one_from_a_file(tmp_path, capsys):
     (["sweep", "--calib-size", "100000000"], "at most"),
     (["sweep", "--spec", "/nonexistent/sweep.json"], "Cannot read"),
 ])
+@pytest.mark.bad_input
 def test_cli_refuses_bad_sweeps_with_exit_2(argv, words, capsys):
     assert main(argv) == 2
     assert words in capsys.readouterr().err
 
 
+@pytest.mark.bad_input
 def test_a_cuda_device_that_is_not_there_is_refused_before_loading():
     import torch
 
@@ -152,6 +159,7 @@ def test_a_diffusion_sweep_is_the_same_spec_with_generation_settings():
     (dict(guidance_scale=-1), "guidance scale"), (dict(resolution=4), "at least 8"),
     (dict(scheduler="magic"), "ddim"), (dict(images_per_condition=10**6), "at most"),
 ])
+@pytest.mark.bad_input
 def test_bad_generation_settings_are_refused(changes, words):
     with pytest.raises(SpecError, match=words):
         GenerationSpec(**changes)
@@ -176,3 +184,108 @@ def test_only_results_of_finished_sweeps_are_reused(tmp_path, monkeypatch):
     store.save_results([done, cut])
     assert store.has_finished_result(done["id"]) and not store.has_finished_result(cut["id"])
     assert not store.has_finished_result("no-such-id")
+
+
+# --- task accuracy (issue #12) ------------------------------------------------------------------
+
+def test_tasks_round_trip_and_are_part_of_a_results_identity():
+    from engine.spec import TaskAccuracySpec
+
+    tasks = TaskAccuracySpec(["tlab_doc_continuation", "mmlu", "tlab_doc_continuation"], limit=40.0)
+    assert tasks.names == ("tlab_doc_continuation", "mmlu") and tasks.limit == 40 and isinstance(tasks.limit, int)
+    spec = _spec(tasks=tasks)
+    d = json.loads(spec.to_json())
+    assert d["tasks"] == {"names": ["tlab_doc_continuation", "mmlu"], "limit": 40, "num_fewshot": 0, "batch_size": 8}
+    assert SweepSpec.from_json(spec.to_json()) == spec
+    with_tasks, without = spec.experiments(), _spec().experiments()
+    assert all(e.tasks == tasks for e in with_tasks)
+    assert {e.id for e in with_tasks}.isdisjoint(e.id for e in without)  # no reuse of results scored without them
+    assert ExperimentSpec.from_dict(with_tasks[1].to_dict()) == with_tasks[1]
+    assert with_tasks[1].id != spec.replace(tasks=tasks.__class__(tasks.names, limit=41)).experiments()[1].id
+
+
+def test_no_tasks_leaves_the_serialized_spec_and_ids_as_they_were():
+    spec = _spec()
+    assert "tasks" not in spec.to_dict() and "tasks" not in spec.experiments()[1].to_dict()
+    # a sweep spec file saved before the field existed still reads, to the same spec
+    assert SweepSpec.from_dict({k: v for k, v in spec.to_dict().items()}) == spec
+    # the id this spec had before task accuracy existed (computed with the previous engine/spec.py)
+    exp = ExperimentSpec(ModelRef("org/model"), Recipe("fp8"), DataSpec(calib_size=8), None, "cpu")
+    assert exp.id == "a632e55fd4379750"
+
+
+@pytest.mark.parametrize("tasks, words", [
+    (dict(names=()), "at least one task"),
+    (dict(names="mmlu"), "must be a list"),
+    (dict(names=("mmlu; rm -rf",)), "not a task name"),
+    (dict(names=("",)), "not a task name"),
+    (dict(names=(3,)), "not a task name"),
+    (dict(names=("mmlu",), limit=0), "positive whole number"),
+    (dict(names=("mmlu",), limit=2.5), "whole number"),
+    (dict(names=("mmlu",), num_fewshot=-1), "at least 0"),
+    (dict(names=("mmlu",), num_fewshot=1000), "at most"),
+    (dict(names=("mmlu",), batch_size=0), "positive"),
+])
+@pytest.mark.bad_input
+def test_bad_task_settings_are_refused(tasks, words):
+    from engine.spec import TaskAccuracySpec
+
+    with pytest.raises(SpecError, match=words):
+        TaskAccuracySpec(**tasks)
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d.update(tasks={"limit": 4}), "need 'names'"),
+    (lambda d: d.update(tasks={"names": ["mmlu"], "shots": 5}), "Unknown field"),
+    (lambda d: d.update(tasks=["mmlu"]), "JSON object"),
+    (lambda d: d.update(tasks={"names": []}), "at least one task"),
+])
+@pytest.mark.bad_input
+def test_tasks_from_json_are_checked(mutate, words):
+    d = _spec().to_dict()
+    mutate(d)
+    with pytest.raises(SpecError, match=words):
+        SweepSpec.from_dict(d)
+
+
+@pytest.mark.bad_input
+def test_tasks_apply_to_language_models_only():
+    from engine.spec import TaskAccuracySpec
+
+    with pytest.raises(SpecError, match="language models"):
+        SweepSpec(ModelRef("bundled-diffusion"), (Recipe("int8_sq"),), kind="diffusion",
+                  tasks=TaskAccuracySpec(("tlab_doc_continuation",)))
+
+
+def test_cli_builds_a_sweep_with_tasks(capsys):
+    pytest.importorskip("lm_eval")
+    assert main(["sweep", "--recipes", "int8_sq", "--tasks", "tlab_doc_continuation", "--task-limit", "40",
+                 "--print-spec"]) == 0
+    spec = SweepSpec.from_json(capsys.readouterr().out)
+    assert spec.tasks.names == ("tlab_doc_continuation",) and spec.tasks.limit == 40
+    assert main(["sweep", "--task-limit", "40", "--print-spec"]) == 2
+    assert "--task-limit needs --tasks" in capsys.readouterr().err
+
+
+@pytest.mark.bad_input
+def test_cli_refuses_an_unknown_task_with_close_names_before_loading(capsys, monkeypatch):
+    pytest.importorskip("lm_eval")
+    from engine.models import loader
+
+    monkeypatch.setattr(loader, "resolve", lambda *a, **k: pytest.fail("the model must not be touched"))
+    assert main(["sweep", "--recipes", "int8_sq", "--tasks", "tlab_doc_continuaton"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown task 'tlab_doc_continuaton'" in err and "tlab_doc_continuation" in err.split("Close names:")[1]
+
+
+def test_a_missing_lm_eval_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from engine import task_accuracy
+    from engine.spec import TaskAccuracySpec
+
+    real = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name.startswith("lm_eval") else real(name, *a, **k))
+    with pytest.raises(TlabError, match=r"pip install 'tradeoff-lab\[eval\]'"):
+        task_accuracy.check_tasks(TaskAccuracySpec(("tlab_doc_continuation",)))

@@ -83,6 +83,7 @@ def test_committed_task_matches_a_fresh_build(tmp_path):
     json.loads((shipped / build.DATA_FILE).open().readline())
 
 
+@pytest.mark.bad_input
 def test_unknown_task_lists_close_names():
     pytest.importorskip("lm_eval")
     from engine.task_accuracy import score
@@ -94,6 +95,7 @@ def test_unknown_task_lists_close_names():
         score(object(), object(), ["tlab_doc_continuaton"], limit=1)
 
 
+@pytest.mark.bad_input
 def test_bad_arguments_are_refused_before_any_work():
     from engine.task_accuracy import score
 

@@ -61,3 +61,46 @@ def test_no_second_home_function(module):
 
     mod = importlib.import_module(module)
     assert getattr(mod, "tlab_home", paths.tlab_home) is paths.tlab_home
+
+
+@pytest.mark.bad_input
+def test_a_full_disk_when_creating_the_home_says_free_space(monkeypatch, tmp_path):
+    import errno
+
+    from engine.errors import SettingError
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setenv("TLAB_HOME", str(tmp_path / "new home"))
+    monkeypatch.setattr(Path, "mkdir", full)
+    with pytest.raises(SettingError) as err:
+        paths.tlab_home()
+    message = str(err.value)
+    assert "No space left on device" in message and "free some space" in message and "TLAB_HOME" in message
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("exists", [True, False])
+def test_a_read_only_home_says_read_only(monkeypatch, tmp_path, exists):
+    from engine.errors import SettingError
+
+    probe = tmp_path / "probe"
+    probe.touch(0o444)
+    try:
+        probe.open("a").close()
+        pytest.skip("this user writes through file permissions (root without setpriv --bounding-set -dac_override)")
+    except PermissionError:
+        pass
+    parent = tmp_path / "locked"
+    (parent / "home").mkdir(parents=True) if exists else parent.mkdir()
+    monkeypatch.setenv("TLAB_HOME", str(parent / "home"))
+    locked = parent / "home" if exists else parent
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(SettingError) as err:
+            paths.tlab_home()
+    finally:
+        locked.chmod(0o755)
+    message = str(err.value)
+    assert ("read-only" in message or "Permission denied" in message) and "set TLAB_HOME" in message

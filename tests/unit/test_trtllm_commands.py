@@ -100,6 +100,7 @@ def test_synthetic_dataset_is_fixed_length_seeded_and_avoids_special_tokens(tmp_
     assert set(json.loads(lines[0])) == {"task_id", "input_ids", "output_tokens"}
 
 
+@pytest.mark.bad_input
 def test_dataset_errors_are_plain():
     with pytest.raises(DataError, match="positive"):
         dataset.synthetic_requests(0, 8, 8, vocab_size=100)

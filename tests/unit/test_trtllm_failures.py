@@ -45,6 +45,7 @@ def test_unsupported_format_on_this_gpu():
 
 @pytest.mark.parametrize("name", ["missing_dataset_click", "missing_config_transformers",
                                   "missing_tokenizer_transformers"])
+@pytest.mark.bad_input
 def test_missing_model_files(name):
     err = classify_failure(2, _text(name), report_written=False)
     assert isinstance(err, ModelLoadError) and "Export the calibrated model again" in str(err)

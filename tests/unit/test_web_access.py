@@ -19,6 +19,7 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "home"
 
 
+@pytest.mark.bad_input
 def test_default_allows_only_the_data_folder(home, tmp_path):
     policy = WebPolicy.from_env()
     inside = home / "uploads" / "calib.txt"
@@ -29,6 +30,7 @@ def test_default_allows_only_the_data_folder(home, tmp_path):
             policy.check_path(outside, "data file")
 
 
+@pytest.mark.bad_input
 def test_a_symlink_out_of_the_allowed_folder_is_refused(home, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("s")
@@ -38,6 +40,7 @@ def test_a_symlink_out_of_the_allowed_folder_is_refused(home, tmp_path):
         WebPolicy.from_env().check_path(link, "data file")
 
 
+@pytest.mark.bad_input
 def test_the_refusal_does_not_tell_whether_a_path_exists(home):
     policy = WebPolicy.from_env()
     with pytest.raises(NotAllowed) as real:
@@ -47,6 +50,7 @@ def test_the_refusal_does_not_tell_whether_a_path_exists(home):
     assert str(real.value).replace("passwd", "X") == str(missing.value).replace("no-such-file-here", "X")
 
 
+@pytest.mark.bad_input
 def test_models_hub_ids_and_gguf_names(home):
     policy = WebPolicy.from_env()
     policy.check_model("bundled", None, False)
@@ -60,6 +64,7 @@ def test_models_hub_ids_and_gguf_names(home):
         policy.check_model("/usr/lib", None, False)
 
 
+@pytest.mark.bad_input
 def test_the_administrator_widens_what_is_allowed(home, tmp_path, monkeypatch):
     models = tmp_path / "models"
     models.mkdir()
@@ -81,6 +86,7 @@ def test_the_administrator_widens_what_is_allowed(home, tmp_path, monkeypatch):
     SweepSpec(ModelRef("/etc"), (Recipe("fp8"),)),
     SweepSpec(ModelRef("bundled", gguf_file="../../etc/passwd"), (Recipe("fp8"),)),
 ])
+@pytest.mark.bad_input
 def test_a_forged_job_row_is_refused_before_any_work(home, spec):
     with pytest.raises(NotAllowed):
         pipeline.run_sweep_job(pipeline.sweep_payload(spec), lambda *a: None)

@@ -108,15 +108,18 @@ def timed_generation(model, ids: torch.Tensor, output_len: int) -> tuple[dict[st
 
 
 def run_interleaved(models: list, ids: torch.Tensor, output_len: int, warmup: int, repeats: int,
-                    on_run=None) -> list[list[dict[str, float]]]:
+                    on_run=None, on_warmup=None) -> list[list[dict[str, float]]]:
     """`warmup` untimed runs of each model, then `repeats` rounds of one timed run per model.
+    `on_warmup(j)` after each warm-up run and `on_run(j, round, metrics)` after each timed one.
 
     Alternating the models round by round makes slow changes in machine load (other programs,
     thermal limits) hit every model alike, so their ratio stays meaningful on a shared machine.
     """
-    for model in models:
+    for j, model in enumerate(models):
         for _ in range(warmup):
             timed_generation(model, ids, output_len)
+            if on_warmup:
+                on_warmup(j)
     runs: list[list[dict[str, float]]] = [[] for _ in models]
     for i in range(repeats):
         for j, model in enumerate(models):

@@ -20,6 +20,7 @@ from engine import registry
 from engine.errors import UnsupportedOnDevice
 from engine.runtimes.base import (DEFAULT_MAX_SPREAD, Availability, Capabilities, Measurement, Progress, Runtime,
                                   runs_until_steady, steady_or_one_thread, summarize_runs)
+from engine.runtimes.run_progress import RunProgress
 
 # Why a precision has no kernels here, in more words than the registry's device list gives.
 NOT_ON_CPU = {
@@ -168,7 +169,7 @@ class TorchRuntime(Runtime):
         machine-load drift affects all alike; one list of Measurements (per batch size) per entry."""
         import torch
 
-        progress = _Say(progress)
+        progress = RunProgress(progress)
         threads_before = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -207,8 +208,9 @@ class TorchRuntime(Runtime):
             torch.set_num_threads(n)
             note = why if n < len(usable_cpus()) else None
             progress.say(f"CPU threads: {why}")
+        n_batches, per_round = len(workload.batch_sizes), len(nets)
         for k, batch in enumerate(workload.batch_sizes):
-            progress.at(k / len(workload.batch_sizes))
+            progress.slice(k / n_batches, (k + 1) / n_batches, (self.warmup + self.repeats) * per_round)
             ids = torch_bench.prompt_ids(vocab, batch, workload.input_len, self.seed, device)
             progress.say(f"batch {batch}, {workload.input_len} in / {workload.output_len} out: {', '.join(names)}")
 
@@ -218,9 +220,9 @@ class TorchRuntime(Runtime):
             if device.type == "cpu" and self.threads is None:
                 runs, fell_back = steady_or_one_thread(
                     measure, torch.get_num_threads(), torch.set_num_threads,
-                    on_retry=lambda worst: progress.say(f"  still {worst:.0%} apart with {torch.get_num_threads()} "
-                                                    "threads (other programs use these cores): measuring "
-                                                    "again on 1 thread"))
+                    on_retry=lambda worst: progress.plan((self.warmup + self.repeats) * per_round).say(
+                        f"  still {worst:.0%} apart with {torch.get_num_threads()} threads (other programs use "
+                        "these cores): measuring again on 1 thread"))
                 note = fell_back or note
             else:
                 runs = measure()
@@ -244,11 +246,12 @@ class TorchRuntime(Runtime):
         def rounds(n: int, first: bool, done: int):
             return torch_bench.run_interleaved(
                 nets, ids, output_len, self.warmup if first else 0, n,
-                on_run=lambda j, i, m: progress.say(f"  {names[j]} run {done + i}: "
-                                                f"{m.get('decode_tokens_per_sec', 0):.1f} decode tok/s"))
+                on_run=lambda j, i, m: progress.ran().say(f"  {names[j]} run {done + i}: "
+                                                          f"{m.get('decode_tokens_per_sec', 0):.1f} decode tok/s"),
+                on_warmup=lambda j: progress.ran().say(f"  {names[j]} warm-up run"))
 
         return runs_until_steady(rounds, self.repeats, self.max_repeats,
-                                 on_more=lambda worst, n: progress.say(
+                                 on_more=lambda worst, n: progress.plan(n * len(nets)).say(
                                      f"  runs varied by {worst:.0%} (limit {DEFAULT_MAX_SPREAD:.0%}): "
                                      f"{n} more round(s)"))
 
@@ -280,24 +283,6 @@ class TorchRuntime(Runtime):
 
 
 PyTorchRuntime = TorchRuntime  # the name used in the project issue
-
-
-class _Say:
-    """The (fraction, message) progress of a compare; its inner loops `say` a message at the fraction
-    where the current batch size began."""
-
-    def __init__(self, progress: Progress | None):
-        self.progress, self.fraction = progress or (lambda f, s: None), 0.0
-
-    def at(self, fraction: float) -> None:
-        self.fraction = fraction
-
-    def say(self, message: str) -> None:
-        self.progress(self.fraction, message)
-
-    def __call__(self, fraction: float, message: str) -> None:
-        self.fraction = float(fraction)
-        self.progress(self.fraction, message)
 
 
 def _display_name(recipe: Any, prov: dict[str, Any]) -> str:
