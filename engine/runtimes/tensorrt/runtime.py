@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from engine.runtimes.tensorrt import commands
 from engine.runtimes.tensorrt.failures import TrtexecRunError, classify_failure
 from engine.runtimes.tensorrt.onnx_export import DenoiserOnnx, export_denoiser
 from engine.runtimes.tensorrt.report import TrtexecReport, parse_trtexec, to_measurement
+from engine.runtimes.tool_run import run_tool, so_far
 from engine.system import device_summary, versions
 
 RUN_TIMEOUT_S = 3600  # one trtexec run; an SDXL UNet engine build takes many minutes
@@ -69,9 +70,10 @@ class TensorRTRuntime(Runtime):
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return self.work_dir
 
-    def _run(self, cmd: list[str], log: Path, precision: str, batch: int) -> TrtexecReport:
+    def _run(self, cmd: list[str], log: Path, precision: str, batch: int,
+             tick: Callable[[float], None] | None = None) -> TrtexecReport:
         try:
-            proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+            proc = run_tool(cmd, RUN_TIMEOUT_S, tick=tick)
         except FileNotFoundError as exc:
             raise UnsupportedOnDevice(f"Cannot start trtexec ({cmd[0]}): {exc}. {avail.INSTALL_HINT}.") from exc
         except subprocess.TimeoutExpired as exc:
@@ -121,8 +123,10 @@ class TensorRTRuntime(Runtime):
             def run_rounds(rounds: int, first: bool, done: int) -> list[list[dict[str, float]]]:
                 if first:  # build every engine (its own timing run counts as warm-up, not measured)
                     for cmd, (_, recipe) in zip(builds, entries):
-                        progress(base_f, f"building the {recipe.label} TensorRT engine at batch {batch}")
-                        self._run(cmd, folder / f"build_{recipe.precision}_bs{batch}.log", recipe.precision, batch)
+                        stage = f"building the {recipe.label} TensorRT engine at batch {batch}"
+                        progress(base_f, stage)
+                        self._run(cmd, folder / f"build_{recipe.precision}_bs{batch}.log", recipe.precision, batch,
+                                  lambda t, stage=stage: progress(base_f, so_far(stage, t)))
                 new: list[list[dict[str, float]]] = [[] for _ in entries]
                 for r in range(rounds):
                     for j, (cmd, (_, recipe)) in enumerate(zip(timed, entries)):

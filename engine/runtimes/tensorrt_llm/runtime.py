@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from engine.runtimes.tensorrt_llm import availability as avail
 from engine.runtimes.tensorrt_llm import commands, dataset, export
 from engine.runtimes.tensorrt_llm.failures import TrtllmRunError, classify_failure
 from engine.runtimes.tensorrt_llm.report import check_lengths, read_report
+from engine.runtimes.tool_run import run_tool, so_far
 
 RUN_TIMEOUT_S = 3 * 3600  # one trtllm-bench run; large models take minutes just to load
 
@@ -66,9 +68,10 @@ class TensorRTLLMRuntime(Runtime):
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _run(self, cmd: list[str], cwd: Path, log: Path) -> subprocess.CompletedProcess:
+    def _run(self, cmd: list[str], cwd: Path, log: Path,
+             tick: Callable[[float], None] | None = None) -> subprocess.CompletedProcess:
         try:
-            proc = subprocess.run(cmd, check=False, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+            proc = run_tool(cmd, RUN_TIMEOUT_S, cwd, tick)
         except FileNotFoundError as exc:
             raise UnsupportedOnDevice(f"Cannot start {cmd[0]}: {exc}. Is TensorRT-LLM installed here?") from exc
         except subprocess.TimeoutExpired as exc:
@@ -102,9 +105,11 @@ class TensorRTLLMRuntime(Runtime):
                                      max_input_len=workload.input_len,
                                      max_seq_len=workload.input_len + workload.output_len,
                                      sparse=recipe.sparsity != "none")
+        stage = f"Building TensorRT engine: {commands.shell_line(cmd)}"
         if progress:
-            progress(0.0, f"Building TensorRT engine: {commands.shell_line(cmd)}")
-        proc = self._run(cmd, work_dir, work_dir / "trtllm_build.log")
+            progress(0.0, stage)
+        proc = self._run(cmd, work_dir, work_dir / "trtllm_build.log",
+                         (lambda t: progress(0.0, so_far(stage, t))) if progress else None)
         err = classify_failure(proc.returncode, proc.stdout + proc.stderr, (engine_dir / "config.json").is_file(),
                                tool="trtllm-build", precision=recipe.precision, gpu_name=gpu_name)
         if err:
