@@ -43,12 +43,24 @@ def may_manage(job: dict) -> bool:
 
 def exposure_problem(store) -> str | None:
     """Why this server must not serve its address with the sign-in configured (None: fine)."""
+    if not _serving():
+        return None
     try:
         current = mode()
     except TlabError as e:  # a bad TLAB_AUTH or [auth] section: serve nothing until it is fixed
         return str(e)
     count = len(store.list_users()) if current == "password" else None
     return auth.exposure_problem(st.get_option("server.address"), current, count)
+
+
+def _serving() -> bool:
+    """Whether a real Streamlit server runs this script. Streamlit's AppTest runs pages in-process with a
+    stand-in runtime and listens on no address, so there is nothing to expose (and no config file is read
+    outside the checkout, which would make its default address look like all interfaces)."""
+    from streamlit import runtime
+
+    # the class itself: AppTest's stand-in is a mock specced as Runtime, which passes isinstance
+    return runtime.exists() and runtime.Runtime in type(runtime.get_instance()).__mro__
 
 
 def gate(store) -> dict | None:

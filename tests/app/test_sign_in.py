@@ -109,8 +109,11 @@ def test_app_refuses_a_public_address_without_sign_in(app_home, monkeypatch, tmp
     """`streamlit run app/main.py --server.address 0.0.0.0` skips `tlab app`: the app itself refuses."""
     from streamlit import config
 
+    import app.auth
+
     monkeypatch.delenv(auth.AUTH_ENV, raising=False)
     monkeypatch.setattr(auth, "secrets_files", lambda cwd=None: [tmp_path / "no-secrets.toml"])
+    monkeypatch.setattr(app.auth, "_serving", lambda: True)  # AppTest listens nowhere: act as a real server
     before = config.get_option("server.address")
     config.set_option("server.address", "0.0.0.0")
     try:
@@ -123,8 +126,30 @@ def test_app_refuses_a_public_address_without_sign_in(app_home, monkeypatch, tmp
 
 @pytest.mark.bad_input
 def test_a_bad_sign_in_setting_stops_the_app_with_its_reason(app_home, monkeypatch, tmp_path):
+    import app.auth
+
+    monkeypatch.setattr(app.auth, "_serving", lambda: True)
     monkeypatch.setenv(auth.AUTH_ENV, "passwd")
     monkeypatch.setattr(auth, "secrets_files", lambda cwd=None: [tmp_path / "no-secrets.toml"])
     at = _app().run()
     assert not at.exception and not at.title
     assert len(at.error) == 1 and "off, password or oidc" in at.error[0].value
+
+
+def test_in_process_app_tests_listen_nowhere_so_nothing_is_refused(app_home, monkeypatch, tmp_path):
+    """AppTest (as in an installed wheel's smoke test, run from a folder without .streamlit/config.toml) has no
+    server: the address check does not apply there, while a real server is always checked."""
+    from streamlit import config
+
+    import app.auth
+
+    assert app.auth._serving() is False  # outside any Streamlit run
+    monkeypatch.delenv(auth.AUTH_ENV, raising=False)
+    monkeypatch.setattr(auth, "secrets_files", lambda cwd=None: [tmp_path / "no-secrets.toml"])
+    before = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        at = _app().run()
+    finally:
+        config.set_option("server.address", before)
+    assert not at.exception and not at.error and at.title, [e.value for e in at.error]
