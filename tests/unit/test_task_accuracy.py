@@ -152,6 +152,7 @@ def test_bundled_model_is_well_above_chance(good):
     assert good.accuracy - 2 * good.stderr > 0.5, good
 
 
+@pytest.mark.slow  # about a minute of the default suite; the above-chance test keeps the real scoring in it
 @requires_bundled
 def test_a_randomised_model_scores_near_chance(bundled, good):
     bad = _scored(_randomised(bundled.model), bundled.tokenizer)
