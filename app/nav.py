@@ -12,6 +12,7 @@ PAGES_DIR = ROOT / "pages"
 PAGES = {
     "home": ("home.py", "Start here", ":material/flag:"),
     "experiment": ("experiment.py", "Experiment", ":material/science:"),
+    "training": ("training.py", "Training", ":material/model_training:"),
     "jobs": ("jobs.py", "Jobs", ":material/hourglass_top:"),
     "results": ("results.py", "Results", ":material/scatter_plot:"),
     "reference": ("reference.py", "Reference", ":material/menu_book:"),

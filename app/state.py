@@ -114,6 +114,19 @@ def queue_job(fn: str, payload: dict, title: str) -> int:
     return job_id
 
 
+def cancel_job(job_id: int, note: str = "") -> None:
+    """Ask job `job_id` to stop (a button's callback); says so in a toast. The store checks ownership
+    too: a button shown only to its owner is the first gate, not the only one."""
+    from engine.auth import NotPermitted
+
+    try:
+        status = store().request_cancel(job_id, by=auth.user_name(), admin=auth.is_admin())
+    except NotPermitted as e:
+        st.toast(str(e))
+        return
+    st.toast(f"Job {job_id}: {'cancelled' if status == 'cancelled' else 'stopping'}{note}.")
+
+
 @st.cache_data(show_spinner=False)
 def published_frame() -> pd.DataFrame | None:
     """The shipped published measurements (engine.reference), or None if they cannot be read."""

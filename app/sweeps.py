@@ -92,22 +92,27 @@ def queue_demo() -> list[int]:
 
 
 def diffusion_sweep_spec(experiment: str, precisions: list[str], generation: GenerationSpec,
-                         batch_sizes: list[int] | tuple[int, ...] | None) -> SweepSpec:
-    """The diffusion sweep the Experiment page describes: the bundled digits model, one recipe per precision
-    (the baseline runs too), `generation`'s images, and the denoiser timed at `batch_sizes` (None: quality
-    only). Validated: raises TlabError with what to fix."""
-    workload = (Workload(DIFFUSION_IMAGE_SIDE, generation.steps, tuple(sorted(batch_sizes)))
+                         batch_sizes: list[int] | tuple[int, ...] | None, model: ModelRef | None = None,
+                         image_side: int = DIFFUSION_IMAGE_SIDE) -> SweepSpec:
+    """The diffusion sweep the Experiment page describes: the bundled digits model (or `model`, a local
+    pipeline drawing `image_side`-pixel images), one recipe per precision (the baseline runs too),
+    `generation`'s images, and the denoiser timed at `batch_sizes` (None: quality only). Validated:
+    raises TlabError with what to fix."""
+    workload = (Workload(image_side, generation.steps, tuple(sorted(batch_sizes)))
                 if batch_sizes is not None else None)
-    return SweepSpec(model=ModelRef(BUNDLED_DIFFUSION), recipes=tuple(recipe_grid(precisions, ["none"], ["auto"])),
+    return SweepSpec(model=model or ModelRef(BUNDLED_DIFFUSION),
+                     recipes=tuple(recipe_grid(precisions, ["none"], ["auto"])),
                      kind="diffusion", generation=generation, workload=workload, experiment=experiment)
 
 
 def diffusion_sweep_jobs(experiment: str, precisions: list[str], generation: GenerationSpec,
-                         batch_sizes: list[int] | tuple[int, ...] | None) -> list[tuple[dict, str]]:
+                         batch_sizes: list[int] | tuple[int, ...] | None, model: ModelRef | None = None,
+                         image_side: int = DIFFUSION_IMAGE_SIDE) -> list[tuple[dict, str]]:
     """(payload, title) of the one job a diffusion sweep needs."""
-    spec = diffusion_sweep_spec(experiment, precisions, generation, batch_sizes)
+    spec = diffusion_sweep_spec(experiment, precisions, generation, batch_sizes, model, image_side)
     labels = ", ".join(r.label for r in spec.recipes[1:])
-    return [(sweep_payload(spec), f"{experiment} · bundled digits diffusion model: {labels}")]
+    name = "bundled digits diffusion model" if model is None else model.source
+    return [(sweep_payload(spec), f"{experiment} · {name}: {labels}")]
 
 
 def diffusion_demo_jobs(experiment: str | None = None) -> list[tuple[dict, str]]:

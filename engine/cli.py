@@ -34,7 +34,7 @@ def add_sweep_parser(sub) -> None:
                    help="'bundled' (language model), 'bundled-diffusion' (digits diffusion model), a Hugging Face "
                         "id, or a local folder")
     p.add_argument("--kind", default="auto", choices=["auto", *registry.MODEL_KINDS],
-                   help="model kind (auto: diffusion for bundled-diffusion, else language model)")
+                   help="model kind (auto: diffusion for bundled-diffusion and diffusers folders, else language model)")
     p.add_argument("--precisions", default=None,
                    help="comma list of: " + " ".join(registry.PRECISIONS) + " (default: "
                         + "; ".join(f"{k}: {','.join(v)}" for k, v in DEFAULT_PRECISIONS.items()) + ")")
@@ -84,11 +84,11 @@ def add_sweep_parser(sub) -> None:
 def sweep_spec_from_args(args):
     """The SweepSpec the `sweep` flags (or the --spec file) describe; bad values raise TlabError."""
     from engine import pipeline
-    from engine.spec import BUNDLED_DIFFUSION, DataSpec, ModelRef, SweepSpec, Workload
+    from engine.spec import DataSpec, ModelRef, SweepSpec, Workload
 
     if args.spec:
         return _checked_tasks(SweepSpec.from_json(_read_text(args.spec, "sweep spec")))
-    kind = args.kind if args.kind != "auto" else ("diffusion" if args.model == BUNDLED_DIFFUSION else "causal_lm")
+    kind = args.kind if args.kind != "auto" else _auto_kind(args.model)
     if args.precisions is None:
         args.precisions = ",".join(DEFAULT_PRECISIONS[kind])
 
@@ -104,6 +104,14 @@ def sweep_spec_from_args(args):
         runtime=args.backend, device=args.device, experiment=args.experiment, kind=kind,
         generation=_generation_from_args(args) if kind == "diffusion" else None,
         tasks=_tasks_from_args(args)))
+
+
+def _auto_kind(model: str) -> str:
+    """diffusion for bundled-diffusion and for a local diffusers pipeline or UNet folder; else a language model."""
+    from engine.diffusion.local import looks_like_diffusion
+    from engine.spec import BUNDLED_DIFFUSION
+
+    return "diffusion" if model == BUNDLED_DIFFUSION or looks_like_diffusion(model) else "causal_lm"
 
 
 def _tasks_from_args(args):
@@ -413,8 +421,9 @@ def _add_estimate_parser(sub) -> None:
     try:
         from engine.perf.cli import add_estimate_parser
     except ImportError as exc:  # the estimator ships with the package; this only guards a broken install
+        why = str(exc)  # `exc` is unbound once the except block ends
         p = sub.add_parser("estimate", help="estimate speed on a catalog GPU")
-        p.set_defaults(func=lambda a: (print(f"error: the estimator failed to import: {exc}", file=sys.stderr), 2)[1])
+        p.set_defaults(func=lambda a: (print(f"error: the estimator failed to import: {why}", file=sys.stderr), 2)[1])
         return
     add_estimate_parser(sub)
 

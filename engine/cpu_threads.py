@@ -18,6 +18,10 @@ from engine import system
 from engine.errors import SettingError
 
 ENV_THREADS = "TLAB_THREADS"  # the user's choice wins over the probe
+# CPUs a scheduler reserved for this job (the Ray executor sets it to its task's num_cpus): never more
+# threads than that, or parts sharing a node take each other's cores and every op stalls. Ray's own way,
+# OMP_NUM_THREADS, is not read: torch.set_num_threads overrides it, and a user may have set it for other tools.
+ENV_SLOTS = "TLAB_CPU_SLOTS"
 OVERSUBSCRIBE = 4  # more threads per usable CPU than this is refused as a mistake
 
 
@@ -48,8 +52,12 @@ def choose_threads(env: dict[str, str] | None = None, probe: Callable[[], float 
             raise SettingError(f"${ENV_THREADS}={wanted} is far more than the {cores} CPU(s) this process may "
                                f"use; set it to at most {cores}, or unset it to let Tradeoff Lab choose.")
         return wanted, f"{wanted} thread(s), set by ${ENV_THREADS}"
+    slots = _slots(env, cores)
     busy, limit = (probe or system.busy_cores)(), (quota or system.cpu_quota)()
     n = threads_for(cores, busy, limit)
+    if slots is not None and slots < n:
+        return slots, (f"{slots} thread(s): the Ray task running this job holds {slots} of this machine's "
+                       f"{cores} CPUs (its num_cpus)")
     if limit is not None and n == max(1, math.ceil(limit - 1e-9)) and n < cores:
         return n, f"{n} thread(s): this container's CPU quota allows {limit:g} of the {cores} CPUs it sees"
     if busy is None:
@@ -58,6 +66,17 @@ def choose_threads(env: dict[str, str] | None = None, probe: Callable[[], float 
         return n, (f"{n} thread(s) for {cores} cores: other programs keep about {busy:.1f} core(s) busy, and "
                    f"threads that share a core with them stall each other (set ${ENV_THREADS} to override)")
     return n, f"{n} thread(s) for {cores} free cores"
+
+
+def _slots(env, cores: int) -> int | None:
+    raw = env.get(ENV_SLOTS, "").strip()
+    if not raw:
+        return None
+    try:
+        return max(1, min(cores, int(float(raw))))
+    except (ValueError, OverflowError):
+        raise SettingError(f"${ENV_SLOTS} must be a number of CPUs, got {raw!r}; unset it (the Ray executor "
+                           "sets it for its tasks).") from None
 
 
 @contextlib.contextmanager

@@ -214,6 +214,16 @@ def diffusion_chart_frame(df: pd.DataFrame, batch_size: int | None = None, quali
     return out
 
 
+def default_quality(df: pd.DataFrame) -> str:
+    """The task-metric axis when some recipe has a task metric (the bundled model), else SSIM: a local
+    pipeline has no task metric, and an axis with nothing on it reads as a broken chart."""
+    frame = diffusion_chart_frame(df, None, "loss")
+    if not len(frame):
+        return "loss"
+    recipes = ~frame["precision"].isin(registry.BASELINES).to_numpy()
+    return "loss" if frame.loc[recipes, "x_loss"].notna().any() else "ssim"
+
+
 def refused_speedups(results: list) -> dict[str, list[str]]:
     """Why a result has no speedup: reason -> result ids, from each Result's provenance as the pipeline
     writes it: "speed_not_measured" (no fast kernels here) and speed.speedup_refused ({batch: reason})."""
@@ -417,4 +427,34 @@ def reference_figure(df: pd.DataFrame, metric: str):
     fig.update_layout(title=f"Published: {metric}", xaxis_title="Batch size / concurrency",
                       yaxis_title=f"{metric} ({unit})" if unit else metric, template="plotly_white",
                       height=520, legend_title="model · GPU · precision")
+    return fig
+
+
+def add_training_arrows(fig, arrows: pd.DataFrame):
+    """Trained models on the speedup-vs-accuracy figure (engine.training.recovery.recovery_arrows rows):
+    each parent (PTQ / sparsified, hollow) and trained point (star), labelled e.g. 'W4A8 AWQ (after QAT)',
+    with an arrow from parent to trained. Their x is against the fine-tuned baseline (the hover says so);
+    rows without a speedup are left off. Returns `fig`."""
+    import plotly.graph_objects as go
+
+    plot = arrows[arrows["y_speedup"].notna() & arrows["x_parent"].notna() & arrows["x_trained"].notna()]
+    for prec, group in plot.groupby("precision", sort=True):
+        color = PRECISION_COLORS.get(prec, "#7F7F7F")
+        for kind, x, names, symbol in (("parent", "x_parent", group["parent"], "circle-open"),
+                                       ("trained", "x_trained", group["recipe"], "star")):
+            custom = np.stack([names.astype(str), group["speed_note"].astype(str), group["id"].astype(str)], axis=-1)
+            fig.add_trace(go.Scatter(
+                x=group[x], y=group["y_speedup"], mode="markers+text" if kind == "trained" else "markers",
+                text=names if kind == "trained" else None, textposition="top center",
+                name=f"{', '.join(sorted(set(names.astype(str))))} (measured; x vs the fine-tuned baseline)",
+                legendgroup=f"training-{prec}", customdata=custom,
+                marker={"symbol": symbol, "size": 13 if kind == "trained" else 11, "color": color,
+                        "line": {"width": 2, "color": color if kind == "parent" else "#333"}},
+                hovertemplate=("<b>%{customdata[0]}</b><br>Accuracy loss vs the fine-tuned baseline, on the training "
+                               "run's held-out text: %{x:.3f}<br>Speedup: %{y:.3f}x (%{customdata[1]})"
+                               "<br>Result id: %{customdata[2]}<extra></extra>")))
+    for row in plot.itertuples():  # one arrow per trained recipe: a handful, not a data-sized loop
+        fig.add_annotation(x=row.x_trained, y=row.y_speedup, ax=row.x_parent, ay=row.y_speedup, xref="x", yref="y",
+                           axref="x", ayref="y", showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=2,
+                           arrowcolor=PRECISION_COLORS.get(row.precision, "#7F7F7F"), text="")
     return fig

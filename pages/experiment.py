@@ -11,6 +11,7 @@ from app import data_check, nav, state, sweeps
 from app.number_fields import STALE_MESSAGE, changed_fields, long_run_label, number_field, snapshot
 from engine import devices, registry
 from engine.access import WebPolicy
+from engine.diffusion import local
 from engine.errors import TlabError
 from engine.models.bundled import BUNDLED_NAME
 from engine.paths import tlab_home
@@ -28,8 +29,10 @@ LM_KEYS = ["sweep_kind", "model_kind", "hf_id", "hf_revision", "hf_trust", "mode
            "sparsities", "kv_caches", "data_kind", "data_upload", "data_path", "calib_size", "calib_seq_len",
            "eval_tokens", "eval_seq_len", "task_enable", "task_names", "task_limit", "measure_speed", "backend", "input_len", "output_len", "batch_sizes",
            "exp_name", "confirm_long_run"]
-DIFFUSION_KEYS = ["sweep_kind", "diff_labels", "diff_images", "diff_steps", "diff_calib", "diff_guided",
-                  "diff_guidance", "diff_measure_speed", "diff_batch_sizes", "exp_name"]
+DIFFUSION_KEYS = ["sweep_kind", "diff_model", "diff_folder", "diff_labels", "diff_class_labels", "diff_prompts",
+                  "diff_images", "diff_steps", "diff_calib", "diff_guided", "diff_guidance", "diff_measure_speed",
+                  "diff_batch_sizes", "exp_name"]
+DIFFUSION_MODELS = {"bundled": "Bundled digits model (offline)", "folder": "Local pipeline folder"}
 
 
 def _run_clicked(jobs: list[tuple[dict, str]], rendered: dict) -> None:
@@ -64,16 +67,70 @@ def _save_upload(upload) -> str:
     return str(path)
 
 
+def _pipeline_folder(problems: list[str]):
+    """(ModelRef, layout, image side) of the local diffusers folder the user names, or Nones with the problem
+    said. The web policy first: a folder outside the allowed ones is not even looked at."""
+    policy = WebPolicy.from_env()
+    folder = st.text_input("Folder with model_index.json (a diffusers pipeline), or with unet/ and scheduler/",
+                           key="diff_folder").strip()
+    st.caption("Safetensors weights only; a pipeline's own code is never run from the app. Folders under: "
+               + ", ".join(str(d) for d in policy.allowed_dirs) + " (set by the administrator).")
+    if not folder:
+        problems.append("Enter the pipeline's folder.")
+        return None, None, None
+    try:
+        policy.check_model(folder, None, False)
+        layout = local.locate(ModelRef(folder))
+        side = local.image_side(layout)
+    except TlabError as e:
+        problems.append(str(e))
+        return None, None, None
+    kind = "text-to-image: draws from prompts" if layout.conditioning == "prompts" else "class-conditional: draws by label"
+    st.caption(f"{layout.pipeline_class or layout.unet_class} ({kind}), {side}x{side} images. Quality is PSNR and "
+               "SSIM of the images and final latents against the unquantized pipeline; no task metric.")
+    return ModelRef(folder), layout, side
+
+
+def _conditions(layout, problems: list[str]) -> tuple[tuple, tuple]:
+    """(labels, prompts) for the chosen model: digits for the bundled one, else what the pipeline takes."""
+    if layout is None:
+        demo = sweeps.DIFFUSION_DEMO_GENERATION
+        labels = st.multiselect("Class labels (digits)", list(range(10)), default=demo["labels"], key="diff_labels",
+                                help="The digits to draw; each is drawn with the same seeds by the baseline and "
+                                     "every recipe.")
+        return tuple(sorted(labels)), ()
+    if layout.conditioning == "prompts":
+        text = st.text_area("Prompts (one per line)", value="a red circle\na blue square", key="diff_prompts",
+                            help="Each prompt is drawn with the same seeds by the baseline and every recipe.")
+        return (), tuple(line.strip() for line in text.splitlines() if line.strip())
+    text = st.text_input("Class labels (comma-separated)", value="0, 1", key="diff_class_labels",
+                         help="Class indices the UNet was trained with.")
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(",") if v), ()
+    except ValueError:
+        problems.append(f"Class labels must be whole numbers separated by commas, got {text!r}.")
+        return (), ()
+
+
 def _diffusion_form() -> None:
-    """The diffusion model's sweep: the bundled digits model, its precisions, what it generates, the speed."""
+    """The diffusion model's sweep: the bundled digits model or a local pipeline, its precisions, what it
+    generates, the speed."""
     st.caption("Choose what to try. Each checked precision is one recipe; the unquantized baseline always runs "
                "too, with the same seeds, because every quality loss and speedup is measured against it.")
     problems: list[str] = []
 
     st.subheader("1. Model")
-    st.markdown(f"**{sweeps.DIFFUSION_MODEL_LABEL}**")
-    st.caption("A small class-conditional UNet that draws 16x16 digits, with a digit classifier that scores them: "
-               "ships with the app, needs no download.")
+    which = st.radio("Diffusion model", list(DIFFUSION_MODELS), format_func=DIFFUSION_MODELS.get, horizontal=True,
+                     key="diff_model", label_visibility="collapsed")
+    model = layout = None
+    side = sweeps.DIFFUSION_IMAGE_SIDE
+    if which == "bundled":
+        st.markdown(f"**{sweeps.DIFFUSION_MODEL_LABEL}**")
+        st.caption("A small class-conditional UNet that draws 16x16 digits, with a digit classifier that scores "
+                   "them: ships with the app, needs no download.")
+    else:
+        model, layout, side = _pipeline_folder(problems)
+    ready = which == "bundled" or layout is not None  # a folder that failed its checks has nothing to set
 
     st.subheader("2. Recipes")
     runnable = {c.name: c for c in state.precision_choices(None)}
@@ -93,11 +150,10 @@ def _diffusion_form() -> None:
 
     st.subheader("3. Images to generate")
     demo = sweeps.DIFFUSION_DEMO_GENERATION
-    labels = st.multiselect("Class labels (digits)", list(range(10)), default=demo["labels"], key="diff_labels",
-                            help="The digits to draw; each is drawn with the same seeds by the baseline and "
-                                 "every recipe.")
+    labels, prompts = _conditions(layout, problems) if ready else ((), ())
     c1, c2, c3 = st.columns(3)
-    per_label = number_field(c1, "Images per label", "diff_images", demo["images_per_condition"], 1, 1024, problems)
+    per_label = number_field(c1, "Images per prompt" if prompts else "Images per label", "diff_images",
+                             demo["images_per_condition"], 1, 1024, problems)
     steps = number_field(c2, "Denoising steps", "diff_steps", demo["steps"], 1, 1000, problems)
     calib = number_field(c3, "Calibration images", "diff_calib", demo["calib_images"], 1, 4096, problems,
                          help="Images whose denoising steps (every timestep) feed calibration.")
@@ -107,12 +163,15 @@ def _diffusion_form() -> None:
     guidance = number_field(c2, "Guidance scale", "diff_guidance", 2.0, 1.0, 100.0, problems, step=0.5) \
         if guided else None
     generation = None
-    if None not in (per_label, steps, calib) and (guidance is not None or not guided):
+    if ready and None not in (per_label, steps, calib) and (guidance is not None or not guided):
         try:
-            generation = GenerationSpec(labels=tuple(sorted(labels)), images_per_condition=per_label,
+            generation = GenerationSpec(labels=labels, prompts=prompts, images_per_condition=per_label,
                                         steps=steps, guidance_scale=guidance, calib_images=calib)
+            if layout is not None:  # labels for a class-conditional pipeline, prompts for a text-to-image one
+                local.check_conditioning(layout.conditioning, generation)
         except TlabError as e:
             problems.append(str(e))
+            generation = None
 
     st.subheader("4. Speed")
     measure = st.checkbox("Measure speed on this machine", value=True, key="diff_measure_speed",
@@ -135,18 +194,21 @@ def _diffusion_form() -> None:
     jobs = []
     if not problems and generation is not None:
         try:
-            jobs = sweeps.diffusion_sweep_jobs(name.strip(), precisions, generation, batch if measure else None)
+            jobs = sweeps.diffusion_sweep_jobs(name.strip(), precisions, generation, batch if measure else None,
+                                               model, side)
         except TlabError as e:  # the SweepSpec's own checks
             problems.append(str(e))
     if precisions:
         speed = "measured here where this machine has fast kernels" if measure else "not asked"
         rows = [{"Recipe": "Unquantized baseline (always runs)", "Quality": "reference", "Speed": speed}]
-        rows += [{"Recipe": registry.precision(p).label, "Quality": "task metric, PSNR, SSIM vs baseline",
-                  "Speed": speed} for p in precisions]
+        quality = "task metric, PSNR, SSIM vs baseline" if which == "bundled" else \
+            "PSNR, SSIM (images and latents) vs baseline"
+        rows += [{"Recipe": registry.precision(p).label, "Quality": quality, "Speed": speed} for p in precisions]
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="diff_grid_preview")
         if generation is not None:
-            st.caption(f"{len(generation.labels) * generation.images_per_condition} images per recipe, "
-                       f"{generation.steps} steps each. The demo's settings take about a minute on a laptop CPU.")
+            count = len(generation.labels or generation.prompts) * generation.images_per_condition
+            st.caption(f"{count} images per recipe, {generation.steps} steps each."
+                       + (" The demo's settings take about a minute on a laptop CPU." if which == "bundled" else ""))
     for problem in problems:
         st.warning(problem)
     rendered = snapshot(st.session_state, DIFFUSION_KEYS + [f"diff_prec_{n}" for n in names])

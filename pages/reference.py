@@ -1,10 +1,50 @@
 """Reference: published TensorRT-LLM / Model Optimizer measurements shipped with the app (assets/),
-browsable, filterable and plottable. Every number here is "published": its source is in each row."""
+browsable, filterable and plottable. Every number here is "published": its source is in each row; the
+SDXL tab sets held-out estimates beside the published SDXL table and labels them so."""
 
+import pandas as pd
 import streamlit as st
 
 from app import state
 from engine import plots
+from engine.errors import TlabError
+
+
+def sdxl_section():
+    """SDXL latency: the roofline estimate (engine/perf/diffusion_fit.py) against the published table."""
+    from engine.perf import diffusion_fit as sdxl
+
+    try:
+        cmp, fits = sdxl.comparison()
+    except TlabError as e:
+        st.error(str(e))
+        return
+    work, stats = sdxl.work_summary(), sdxl.summary(cmp)
+    st.markdown("**Stable Diffusion XL 1.0 base, 1024x1024, 30 steps, batch 1: end-to-end latency**")
+    st.dataframe(sdxl.comparison_table(), hide_index=True, width="stretch", key="sdxl_table")
+    st.caption(f"Published: {sdxl.SOURCE}. FP16 latency is not in the table: it is latency x the published "
+               "speedup (mean of the INT8 and FP8 rows).")
+    st.caption(
+        f"Estimated: a roofline over the work counted from the SDXL configs: {work['steps']} UNet steps "
+        f"({work['unet_params_b']:.2f}B weights, {work['unet_step_tflops']:.1f} TFLOPs per step at batch "
+        f"{work['unet_batch']}: classifier-free guidance runs two latents) plus one FP16 VAE decode "
+        f"({work['vae_tflops']:.1f} TFLOPs); text encoders left out. INT8/FP8 apply to the convolutions and "
+        "linear layers Model Optimizer quantizes; attention stays FP16. Two efficiencies (tensor-core compute, "
+        "memory) are fitted on the published latencies. **Every estimate and error in this table is held out**: "
+        "it comes from the fit on the other two GPUs (leave-one-GPU-out). "
+        f"Median |error| {stats['median_abs_error_pct']:.0f}%, max {stats['max_abs_error_pct']:.0f}% over "
+        f"{stats['cells']} cells; speedup median |error| {stats['median_abs_speedup_error_pct']:.0f}%. "
+        "Assumption: the RTX 4090's FP16 kernels run at its FP16-accumulate rate (330 TFLOPS, twice the "
+        "catalog's FP32-accumulate figure).")
+    with st.expander("Fitted efficiencies (per held-out GPU)"):
+        st.dataframe(pd.DataFrame([{"held-out GPU": g, "compute": f.c16, "memory": f.mem}
+                                   for g, f in fits.items()]).round(3), hide_index=True, key="sdxl_fits")
+    st.markdown("**Other catalog GPUs: estimated only**")
+    st.dataframe(sdxl.other_gpus_table(), hide_index=True, width="stretch", key="sdxl_other")
+    st.caption("No published figure for these GPUs: estimates from the fit on all three published GPUs. All three "
+               "are Ada GPUs, so other generations are extrapolated and no held-out error speaks for them. "
+               "INT8/FP8 rows appear only where the GPU has those tensor cores.")
+
 
 st.title("Published reference measurements")
 st.caption("Numbers NVIDIA published for TensorRT-LLM and Model Optimizer, shipped with the app (no download). "
@@ -27,11 +67,14 @@ for col, column, label in ((c1, "model", "Model"), (c2, "gpu", "GPU"), (c3, "pre
 metrics = view["metric"].value_counts().index.tolist()
 metric = c4.selectbox("Metric to plot", metrics, key="ref_metric") if metrics else None
 
+tab_chart, tab_tradeoff, tab_table, tab_sdxl = st.tabs(
+    ["Chart", "Speedup vs accuracy (published)", "Table", "SDXL: estimate vs published"])
+with tab_sdxl:  # its own published table (Model Optimizer's SDXL rows): the filters above do not apply
+    sdxl_section()
 if view.empty:
     st.info("No published rows match these filters. Clear a filter to see more.")
     st.stop()
 
-tab_chart, tab_tradeoff, tab_table = st.tabs(["Chart", "Speedup vs accuracy (published)", "Table"])
 with tab_chart:
     if metric and view[(view["metric"] == metric) & view["batch"].notna()].empty:
         st.info(f"The rows for '{metric}' give no batch size, so there is nothing to plot against batch; "

@@ -13,6 +13,7 @@ from engine import plots, registry
 from engine.paths import tlab_home
 from engine.perf import catalog, on_gpu
 from engine.store.export import to_csv
+from engine.training import recovery
 
 TABLE_COLUMNS = ["recipe", "model", "experiment", "x_loss", "x_err", "task_accuracy", "y_speedup", "perplexity",
                  "kl_div", "top1_agreement", "y_decode_tok_s", "device", "backend", "provenance", "created_at", "id"]
@@ -114,9 +115,9 @@ def _speed_on(chart: pd.DataFrame) -> tuple[pd.DataFrame, str | None]:
 
 
 def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | None = None,
-           axis: plots.QualityAxis | plots.AccuracyAxis | None = None) -> None:
+           axis: plots.QualityAxis | plots.AccuracyAxis | None = None, arrows: pd.DataFrame | None = None) -> None:
     """The trade-off chart; `axis` is a diffusion quality axis or a language model's accuracy axis
-    (None: perplexity increase)."""
+    (None: perplexity increase); `arrows` (recovery.recovery_arrows) adds trained models."""
     scatter = {} if axis is None else {"x_title": axis.axis, "lower_x_is_better": axis.lower_is_better}
     if (view["speed_kind"] == "estimated").all() and view["y_speedup"].notna().any():
         st.plotly_chart(plots.speedup_accuracy_figure(view, published, title=title, **scatter), key=key,
@@ -124,6 +125,8 @@ def _chart(view: pd.DataFrame, published: pd.DataFrame, key: str, title: str | N
         return
     if plots.has_speed(view) and view["y_speedup"].notna().any():
         fig = plots.speedup_accuracy_figure(view, published, title=title or (axis.title if axis else None), **scatter)
+        if arrows is not None and len(arrows):
+            plots.add_training_arrows(fig, arrows)
         st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
     else:
         if (view["speed_kind"] == "measured").any():
@@ -177,6 +180,45 @@ def _image_grid(result) -> None:
                        mime="image/png", key="download_grid")
 
 
+RECOVERY_COLUMNS = {
+    "recipe": "Recipe", "parent": "Trained from", "model": "Model", "baseline": "Baseline",
+    "baseline_loss": st.column_config.NumberColumn("Fine-tuned baseline loss", format="%.4f",
+                                                   help="Held-out validation loss, nats/token"),
+    "parent_loss": st.column_config.NumberColumn("PTQ / sparsified loss", format="%.4f"),
+    "trained_loss": st.column_config.NumberColumn("After training loss", format="%.4f"),
+    "gap_closed_pct": st.column_config.NumberColumn("Gap closed (%)", format="%.1f",
+                                                    help="(PTQ - after) / (PTQ - fine-tuned baseline)"),
+    "ppl_increase_pct_before": st.column_config.NumberColumn("PPL increase before (%)", format="%.2f",
+                                                             help="Perplexity over the fine-tuned baseline's"),
+    "ppl_increase_pct": st.column_config.NumberColumn("PPL increase after (%)", format="%.2f"),
+    "steps": "Steps", "source": "Source", "id": "Result id", "dataset": "Data",
+}
+
+
+@st.cache_data(show_spinner=False)
+def _published_recovery() -> pd.DataFrame:
+    return recovery.published_recovery()
+
+
+def _recovery(trained: list, arrows: pd.DataFrame | None) -> None:
+    """Recovery by training: the reference's table and bars, measured here beside the published rows."""
+    st.subheader("Recovery by training")
+    table = recovery.recovery_table(trained)
+    st.dataframe(table, hide_index=True, column_config=RECOVERY_COLUMNS, key="recovery_table", width="stretch")
+    published = _published_recovery()
+    st.plotly_chart(recovery.recovery_figure(table, published), key="recovery_chart", config=PLOTLY_CONFIG)
+    st.caption("Held-out validation loss of the fine-tuned BF16 baseline, the PTQ or 2:4-sparsified model and the "
+               "same model after QAT or sparse fine-tuning. The right panel is **published** (NVIDIA Model "
+               "Optimizer's QAT and sparsity tables): other models and data, for scale only.")
+    with st.expander("Published reference rows"):
+        st.dataframe(published, hide_index=True, column_config=RECOVERY_COLUMNS, key="recovery_published")
+    if arrows is not None:
+        missing = arrows[arrows["why_no_point"].notna()]
+        if len(missing):
+            st.caption("Not on the trade-off chart:\n\n" + "\n".join(
+                f"- {r.recipe}: {r.why_no_point}" for r in missing.itertuples()))
+
+
 def _details(result) -> None:
     """A result's full spec, provenance, metrics, timings and versions."""
     c1, c2 = st.columns(2)
@@ -188,10 +230,23 @@ def _details(result) -> None:
         st.json({k: getattr(result, k) for k in ("metrics", "units", "timings", "versions", "device", "created_at")})
 
 
+def _timed_batches(frame: pd.DataFrame) -> list[int]:
+    """Batch sizes with a measured denoiser step: the batch filter lists only those with a speedup, so when
+    every speedup was refused (a noisy machine) the step times measured would otherwise stay hidden."""
+    prefix = "step_latency_ms_bs"
+    return sorted(int(c[len(prefix):]) for c in frame.columns
+                  if str(c).startswith(prefix) and str(c)[len(prefix):].isdigit() and frame[c].notna().any())
+
+
 def _diffusion_results(frame: pd.DataFrame) -> None:
     """Diffusion results: speedup of the denoiser step against the quality axis the user picks."""
     view, batch = _filters(frame, prefix="diffusion_")
+    if batch is None and (timed := _timed_batches(view)):
+        batch = st.columns(2)[0].selectbox(
+            "Batch size", timed, key="diffusion_filter_timed_batch",
+            help="Denoiser step measured at this batch size (no speedup at any: see why below)")
     quality = st.radio("Quality axis", list(plots.DIFFUSION_QUALITY), horizontal=True, key="quality_axis",
+                       index=list(plots.DIFFUSION_QUALITY).index(plots.default_quality(view)),
                        format_func=lambda q: plots.DIFFUSION_QUALITY[q].label[0].upper()
                        + plots.DIFFUSION_QUALITY[q].label[1:],
                        help="Task-metric loss: how many accuracy points the task metric (the bundled model: a "
@@ -200,6 +255,9 @@ def _diffusion_results(frame: pd.DataFrame) -> None:
     axis = plots.DIFFUSION_QUALITY[quality]
     chart = plots.diffusion_chart_frame(view, batch, quality)
     _chart(chart, None, key="diffusion_chart", axis=axis)
+    losses = chart["x_loss"].dropna()
+    if quality == "loss" and len(losses) and (losses == 0).all():  # zero-height bars read as an empty chart
+        st.caption("Every recipe scored the same task accuracy as the baseline: a loss of 0 points.")
     _why_no_speedup(chart)
     st.caption("Speed is the denoiser step (where the quantized layers are), measured on this machine against the "
                "unquantized baseline. "
@@ -259,11 +317,20 @@ accuracy = st.radio("Accuracy axis", list(axes), horizontal=True, key="accuracy_
                          "were scored on one), with its standard error as a bar.") if len(axes) > 1 else "ppl"
 chart, est_title = _speed_on(plots.chart_frame(view, batch, accuracy))
 
+trained, arrows = [], None
+if (frame["experiment"] == recovery.EXPERIMENT).any():  # training results: named as trained, drawn as arrows
+    training_runs = state.store().list_results(experiment=recovery.EXPERIMENT)
+    chart["recipe"] = chart["id"].map(recovery.training_labels(training_runs)).fillna(chart["recipe"])
+    trained = recovery.trained_results(training_runs)
+    arrows = recovery.recovery_arrows(trained, chart, accuracy) if trained and est_title is None else None
 overlay = plots.published_on_axis(state.published_points(), chart, accuracy, batch)
 _chart(chart, overlay if len(overlay) else None, key="main_chart", title=est_title,
-       axis=None if accuracy == "ppl" else axes[accuracy])
+       axis=None if accuracy == "ppl" else axes[accuracy], arrows=arrows)
 if est_title is None:
-    _why_no_speedup(chart)
+    _why_no_speedup(chart[chart["experiment"] != recovery.EXPERIMENT])
+if arrows is not None and arrows["y_speedup"].notna().any():
+    st.caption("★ trained models, with an arrow from the model they were trained from (hollow ○): their accuracy "
+               "loss is against the fine-tuned baseline, their speed the sweep's of the same deployed format.")
 if len(overlay):
     st.caption("Hollow squares are **published** NVIDIA measurements, for scale only: MMLU loss (in % of their "
                "baseline's score) of the models they name, not this task or model, and speed on their own GPU "
@@ -291,6 +358,9 @@ if rows:
         _details(result)
 else:
     st.caption("Select a row to see its full spec and provenance.")
+
+if trained:
+    _recovery(trained, arrows)
 
 runs = sorted(frame["experiment"].dropna().unique())
 if len(runs) >= 2:

@@ -5,7 +5,9 @@ As modelopt's diffusers example does (examples/diffusers/quantization): the reci
 (INT8 SmoothQuant or FP8) on the convolutions and linear layers, with the layers that take or give
 the model's raw input and output, the time embedding and the shortcut convolutions kept in high
 precision. Calibration data is what the baseline sampler feeds the denoiser at every timestep:
-a list of (sample, timestep, class labels), collected by `calibration_inputs`.
+a list of (sample, timestep, condition), collected by `calibration_inputs` (the bundled model) or
+`record_inputs` (any sampler); the condition is the class labels of a class-conditional UNet or the
+text encoder's hidden states of a text-to-image one.
 
 modelopt's SmoothQuant smooths linear layers only; convolutions get INT8 per-output-channel
 weights and a per-tensor INT8 activation scale (max calibration), which is what a real INT8
@@ -24,7 +26,12 @@ from torch import nn
 from engine import registry
 
 Progress = Callable[[float, str], None]
-CalibInput = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # (sample, timestep, class labels)
+CalibInput = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # (sample, timestep, condition)
+DenoiserCall = Callable[[nn.Module, torch.Tensor, torch.Tensor, Any], Any]  # (unet, sample, t, condition)
+
+
+def call_with_labels(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, y: Any) -> Any:
+    return unet(x, t, class_labels=y)
 
 # Kept in high precision, as modelopt's diffusers example does (its filter_func_default).
 HIGH_PRECISION_LAYERS = ("*conv_in*", "*conv_out*", "*time_embedding*", "*time_emb_proj*", "*conv_shortcut*",
@@ -62,33 +69,41 @@ def with_layers_disabled(cfg: dict, patterns: Sequence[str]) -> dict:
 
 
 @torch.no_grad()
-def calibration_inputs(unet: nn.Module, scheduler: Any, labels: Sequence[int], steps: int, seed: int,
-                       guidance_scale: float | None = None) -> list[CalibInput]:
-    """Run the baseline sampler for one image per label and record what the denoiser is fed at
-    every step: one (sample, timestep, class labels) per step, sample rows = the images (twice with
-    guidance: conditional and unconditional)."""
-    from engine.diffusion.bundled import generate
-
+def record_inputs(unet: nn.Module, run: Callable[[], Any], condition: str = "class_labels") -> list[CalibInput]:
+    """Call `run()` (a sampler using `unet`) and record what the denoiser is fed at every call: one
+    (sample, timestep, condition) each, the condition being the keyword argument named `condition`."""
     seen: list[CalibInput] = []
 
     def hook(module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]
         t = args[1] if len(args) > 1 else kwargs["timestep"]
-        y = kwargs.get("class_labels")
+        y = kwargs.get(condition)
         seen.append((sample.detach().clone(), torch.as_tensor(t).detach().clone(),
                      None if y is None else y.detach().clone()))
 
     handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        generate(unet, scheduler, labels, steps=steps, seed=seed, guidance_scale=guidance_scale,
-                 batch_size=CALIB_BATCH)
+        run()
     finally:
         handle.remove()
     return seen
 
 
-def quantize(unet: nn.Module, precision: str, calib: list[CalibInput], progress: Progress | None = None) -> nn.Module:
-    """A quantized copy of `unet` (the original is left as it was), calibrated on `calib`."""
+def calibration_inputs(unet: nn.Module, scheduler: Any, labels: Sequence[int], steps: int, seed: int,
+                       guidance_scale: float | None = None) -> list[CalibInput]:
+    """Run the bundled sampler for one image per label and record what the denoiser is fed at
+    every step: one (sample, timestep, class labels) per step, sample rows = the images (twice with
+    guidance: conditional and unconditional)."""
+    from engine.diffusion.bundled import generate
+
+    return record_inputs(unet, lambda: generate(unet, scheduler, labels, steps=steps, seed=seed,
+                                                guidance_scale=guidance_scale, batch_size=CALIB_BATCH))
+
+
+def quantize(unet: nn.Module, precision: str, calib: list[CalibInput], progress: Progress | None = None,
+             call: DenoiserCall = call_with_labels) -> nn.Module:
+    """A quantized copy of `unet` (the original is left as it was), calibrated on `calib`, each entry
+    fed through `call` (class labels by default; a text-to-image UNet takes encoder hidden states)."""
     import modelopt.torch.quantization as mtq
 
     progress = progress or (lambda f, s: None)
@@ -101,7 +116,7 @@ def quantize(unet: nn.Module, precision: str, calib: list[CalibInput], progress:
     def forward_loop(m):
         with torch.no_grad():
             for i, (x, t, y) in enumerate(calib):
-                m(x, t, class_labels=y)
+                call(m, x, t, y)
                 progress((i + 1) / len(calib), f"calibrating {label}")
 
     return mtq.quantize(model, cfg, forward_loop).eval()

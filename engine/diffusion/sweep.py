@@ -1,11 +1,13 @@
 """A diffusion sweep: the same spec, registry and store as a language-model sweep.
 
-For the bundled model (`ModelRef("bundled-diffusion")`): load once, collect calibration inputs once
-(the baseline sampler's denoiser inputs at every step), generate the baseline images once; then for
-each recipe quantize a fresh copy of the denoiser with modelopt (simulated quantization), generate the
-same images from the same seeds, and compare. Results go to the store as they finish; finished ids
-are reused. With a workload, the speed stage times baseline and recipes side by side on real
-low-precision kernels only (INT8 on the CPU: oneDNN / fbgemm), never a fake-quantized module.
+One flow for every diffusion model (engine.diffusion.pipelines.Denoising: the bundled digits model, or a
+diffusers pipeline from a local folder or a Hugging Face id): check everything the files and settings
+tell before any work; load once, collect calibration inputs once (the baseline sampler's denoiser inputs
+at every step, from other seeds), generate the baseline images once; then for each recipe quantize a
+fresh copy of the denoiser with modelopt (simulated quantization), generate the same images from the
+same seeds, and compare. Results go to the store as they finish; finished ids are reused. With a
+workload, the speed stage times baseline and recipes side by side on real low-precision kernels only
+(INT8 on the CPU: oneDNN / fbgemm), never a fake-quantized module.
 """
 
 from __future__ import annotations
@@ -13,25 +15,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from engine import registry
-from engine.diffusion import BUNDLED_LABEL
-from engine.errors import ModelLoadError, SpecError, TlabError, UnsupportedOnDevice
-from engine.spec import ExperimentSpec, ModelRef, Recipe, SweepSpec
+from engine.diffusion.pipelines import BUNDLED_NAME, check_source, labels_view, load
+from engine.errors import SpecError, TlabError, UnsupportedOnDevice
+from engine.spec import ExperimentSpec, Recipe, SweepSpec
 from engine.reuse import results_to_compute
 from engine.store.entities import PARTIAL, Measurement, Result
 from engine.system import describe_device, resolve_device, versions
 
 Progress = Callable[[float, str], None]
-BUNDLED_SOURCES = ("bundled-diffusion",)
-MODEL_NAME = f"digits UNet (bundled; {BUNDLED_LABEL})"
-SCHEDULERS = ("ddim", "default")  # the bundled sampler is DDIM (eta 0)
+MODEL_NAME = BUNDLED_NAME
 WARMUP = 3  # untimed runs of each model per batch size before timing
 REPEATS, MAX_REPEATS = 5, 15  # interleaved rounds: first, and at most while the spread is too large
 STEP_CALLS = 10  # denoiser calls per timed step run (their mean is one run's step latency)
-IMAGE_SCALE = 3  # pixels per image pixel in the saved grid
+IMAGE_SCALE = 3  # pixels per image pixel in the saved grid (small images only)
+MAX_GRID_SIDE = 96  # images at least this wide are saved at their own size
 METRIC_LIBRARY = "scikit-image"
 
 
@@ -41,11 +41,13 @@ def run_diffusion_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     Everything that can be checked is checked before any work, so bad input leaves the store as it was."""
     device = resolve_device(spec.device)
     gen = spec.generation
-    _check_model_ref(spec.model)
+    source = check_source(spec.model, gen)  # layout, safetensors, custom code, labels vs prompts
     specs = spec.replace(device=device).experiments()
     for s in specs:
         _check_recipe(s.recipe, device)
-    _check_generation(gen)
+    if not source.bundled and spec.runtime == "tensorrt" and spec.workload is not None:
+        raise SpecError("TensorRT timing of a diffusion denoiser runs the bundled model only so far; time this "
+                        "pipeline with the PyTorch runtime (--backend torch), or leave out the speed stage.")
     unmeasurable = _check_runtime(spec, specs, device)  # TensorRT chosen but unable to run here: refused now
     todo = results_to_compute(specs, store, spec.workload is not None, force, progress)
     if not todo:
@@ -54,14 +56,13 @@ def run_diffusion_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     import torch
 
     from engine.cpu_threads import job_threads
-    from engine.diffusion.bundled import load_bundled
 
-    progress(0.0, "loading the bundled diffusion model")
+    progress(0.0, f"loading {'the bundled diffusion model' if source.bundled else spec.model.source}")
     t0 = time.perf_counter()
-    model = load_bundled(device)
-    _check_against_model(gen, model)  # resolution and labels against the loaded model, still before work
-    experiment = spec.experiment or "digits UNet sweep"
-    store.ensure_experiment(experiment, MODEL_NAME, {"generation": _plain(gen)})
+    model = load(source, device)
+    model.check(gen)  # resolution, labels, steps against the loaded model, still before any work
+    experiment = spec.experiment or ("digits UNet sweep" if source.bundled else f"{model.name} sweep")
+    store.ensure_experiment(experiment, model.name, {"generation": _plain(gen)})
     with job_threads(device) as threads:  # CPU: only the cores other programs leave free
         ctx = _Context(model, gen, device, {"load_s": time.perf_counter() - t0})
         ctx.threads = threads
@@ -95,25 +96,6 @@ def run_diffusion_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
 
 # --- checks before any work -------------------------------------------------------------------
 
-def _check_model_ref(ref: ModelRef) -> None:
-    """Only the bundled model runs so far; anything else is refused with what is wrong with it."""
-    if ref.source in BUNDLED_SOURCES:
-        return
-    folder = Path(ref.source).expanduser()
-    if not folder.is_dir():
-        raise ModelLoadError(f"Diffusion model {ref.source!r} is not a local folder (nothing is downloaded for "
-                             "diffusion sweeps). Use 'bundled-diffusion', the bundled digits model.")
-    unet = folder / "unet" if (folder / "unet").is_dir() else folder
-    if not (unet / "config.json").is_file():
-        raise ModelLoadError(f"{folder} holds no diffusers UNet (no config.json in it or in unet/).")
-    if not list(unet.glob("*.safetensors")):
-        pickles = [p.name for p in unet.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
-        raise ModelLoadError(f"{unet} has no .safetensors weights{' (only ' + ', '.join(pickles) + ')' if pickles else ''}; "
-                             "pickle files are never loaded (they can run code). Convert the weights to safetensors.")
-    raise ModelLoadError(f"Diffusion sweeps run only the bundled model ('bundled-diffusion') so far; "
-                         f"the diffusers UNet in {folder} is not supported yet.")
-
-
 def _check_recipe(recipe: Recipe, device: str) -> None:
     prec = registry.precision(recipe.precision)
     if "diffusion" not in prec.model_kinds:
@@ -125,38 +107,6 @@ def _check_recipe(recipe: Recipe, device: str) -> None:
         raise UnsupportedOnDevice(f"{prec.label} calibration needs an NVIDIA GPU; this run is on {device}.")
 
 
-def _check_generation(gen) -> None:
-    from engine.diffusion.bundled import NUM_DIGITS
-
-    if gen.prompts:
-        raise SpecError("The bundled diffusion model draws digits by class label; it takes no text prompts. "
-                        "Give labels (digits 0-9) instead.")
-    if gen.scheduler not in SCHEDULERS:
-        raise SpecError(f"The bundled model samples with DDIM; scheduler {gen.scheduler!r} is not supported yet "
-                        "(use 'ddim' or 'default').")
-    bad = [v for v in gen.labels if v >= NUM_DIGITS]
-    if bad:
-        raise SpecError(f"Labels must be digits from 0 to 9 for the bundled model, got {bad[:5]}.")
-    if gen.guidance_scale is not None and gen.guidance_scale < 1:
-        raise SpecError(f"The guidance scale must be at least 1 (or none), got {gen.guidance_scale}.")
-
-
-def _check_against_model(gen, model) -> None:
-    from engine.diffusion.bundled import check_request
-
-    cfg = model.unet.config
-    factor = 2 ** (len(cfg.down_block_types) - 1)
-    size = int(cfg.sample_size)
-    if gen.resolution is not None:
-        if gen.resolution % factor:
-            raise SpecError(f"Resolution {gen.resolution} is not divisible by {factor}, the UNet's downsampling "
-                            f"factor; use a multiple of {factor} (the bundled model's own is {size}).")
-        if gen.resolution != size:
-            raise SpecError(f"The bundled model draws {size}x{size} images (its classifier reads that size); "
-                            f"resolution {gen.resolution} is not supported. Leave it unset or give {size}.")
-    check_request(gen.labels, gen.steps, gen.guidance_scale, int(model.scheduler.config.num_train_timesteps))
-
-
 # --- quality ------------------------------------------------------------------------------------
 
 class _Context:
@@ -164,89 +114,109 @@ class _Context:
 
     def __init__(self, model, gen, device: str, timings: dict):
         self.model, self.gen, self.device, self.timings = model, gen, device, timings
-        self.labels = [v for v in gen.labels for _ in range(gen.images_per_condition)]
+        self.conditions = model.conditions(gen)
         self.calib: list = []
-        self.baseline_images = None
+        self.baseline = None  # pipelines.Sample
         self.baseline_accuracy: float | None = None
         self.threads = None  # (number, why) on CPU
 
-    def sample(self, unet):
-        from engine.diffusion.bundled import generate
+    @property
+    def baseline_images(self):
+        return self.baseline.images
 
-        return generate(unet, self.model.scheduler, self.labels, steps=self.gen.steps, seed=self.gen.seed,
-                        guidance_scale=self.gen.guidance_scale, batch_size=64)
+    def sample(self, unet):
+        return self.model.sample(unet, self.conditions, self.gen, self.gen.seed)
 
     def prepare(self, progress: Progress) -> None:
-        from engine.diffusion.bundled import task_accuracy
-        from engine.diffusion.quantize import calibration_inputs
-
         t0 = time.perf_counter()
         progress(0.0, f"sampling {self.gen.calib_images} calibration images over {self.gen.steps} steps")
-        calib_labels = [self.gen.labels[i % len(self.gen.labels)] for i in range(self.gen.calib_images)]
-        # other seeds than the evaluation's, so calibration never sees the images it is scored on
-        self.calib = calibration_inputs(self.model.unet, self.model.scheduler, calib_labels, self.gen.steps,
-                                        self.gen.seed + 1_000_003, self.gen.guidance_scale)
+        self.calib = self.model.calibration_inputs(self.gen)
         t1 = time.perf_counter()
-        progress(0.5, f"generating {len(self.labels)} baseline images")
-        self.baseline_images = self.sample(self.model.unet)
-        self.baseline_accuracy = task_accuracy(self.model.classifier, self.baseline_images, self.labels)
+        progress(0.5, f"generating {len(self.conditions)} baseline images")
+        self.baseline = self.sample(self.model.unet)
+        self.baseline_accuracy = self.model.task_accuracy(self.baseline.images, self.conditions)
         self.timings.update(calib_data_s=t1 - t0, baseline_s=time.perf_counter() - t1)
 
 
-def image_metrics(reference, images) -> dict[str, float]:
-    """PSNR (dB) and mean SSIM of `images` against `reference`, both (N, C, H, W) in [-1, 1] (data
-    range 2), with scikit-image; and the PSNR of the final latents (here the images themselves)."""
+def _ssim(ref, img, data_range: float) -> float | None:
+    """Mean SSIM over images (N, C, H, W); the window shrinks to fit images under 7 pixels a side
+    (None under 3 pixels, where SSIM has no window)."""
     import numpy as np
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from skimage.metrics import structural_similarity
+
+    side = min(ref.shape[-2:])
+    win = min(7, side if side % 2 else side - 1)
+    if win < 3:
+        return None
+    return float(np.mean([structural_similarity(r, i, data_range=data_range, channel_axis=0, win_size=win)
+                          for r, i in zip(ref, img)]))
+
+
+def image_metrics(reference, images, reference_latents=None, latents=None) -> dict[str, float]:
+    """PSNR (dB) and mean SSIM of `images` against `reference`, both (N, C, H, W) in [-1, 1] (data
+    range 2), with scikit-image; and PSNR and SSIM of the final latents (data range: the reference
+    latents' own), or, without latents (no VAE), the image PSNR as the latent PSNR."""
+    import numpy as np
+    from skimage.metrics import peak_signal_noise_ratio
 
     ref = reference.float().numpy().astype(np.float64)
     img = images.float().numpy().astype(np.float64)
     with np.errstate(divide="ignore"):
         psnr = float(peak_signal_noise_ratio(ref, img, data_range=2.0))
-    ssim = float(np.mean([structural_similarity(r, i, data_range=2.0, channel_axis=0) for r, i in zip(ref, img)]))
-    out = {"ssim": ssim}
+    out = {"ssim": _ssim(ref, img, 2.0)}
     if np.isfinite(psnr):  # identical images: PSNR is infinite, which no JSON holds
         out["psnr_db"] = psnr
-        out["latent_psnr_db"] = psnr  # no VAE: the final latents are the images
-    return out
+        if latents is None:
+            out["latent_psnr_db"] = psnr  # no VAE: the final latents are the images
+    if latents is not None:
+        ref_l = reference_latents.float().numpy().astype(np.float64)
+        lat = latents.float().numpy().astype(np.float64)
+        span = float(ref_l.max() - ref_l.min()) or 1.0
+        with np.errstate(divide="ignore"):
+            lpsnr = float(peak_signal_noise_ratio(ref_l, lat, data_range=span))
+        if np.isfinite(lpsnr):
+            out["latent_psnr_db"] = lpsnr
+        out["latent_ssim"] = _ssim(ref_l, lat, span)
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _run_one(ctx: _Context, spec: ExperimentSpec, experiment: str, progress: Progress) -> tuple[Result, Any]:
     """Quantize (unless baseline), generate and score one recipe: its result and the calibrated UNet."""
     import torch
 
-    from engine.diffusion.bundled import task_accuracy
     from engine.diffusion.quantize import quantize
 
     torch.manual_seed(spec.generation.seed)
     baseline = registry.precision(spec.recipe.precision).is_baseline
     timings = dict(ctx.timings) if baseline else {}
-    metrics: dict[str, float] = {"task_accuracy": ctx.baseline_accuracy}
+    metrics: dict[str, float] = {}
+    if ctx.baseline_accuracy is not None:
+        metrics["task_accuracy"] = ctx.baseline_accuracy
     if baseline:
-        unet, images = ctx.model.unet, ctx.baseline_images
+        unet, out = ctx.model.unet, ctx.baseline
     else:
         t0 = time.perf_counter()
         progress(0.0, f"applying {spec.recipe.label}")
-        unet = quantize(ctx.model.unet, spec.recipe.precision, ctx.calib, lambda f, s: progress(0.6 * f, s))
+        unet = quantize(ctx.model.unet, spec.recipe.precision, ctx.calib, lambda f, s: progress(0.6 * f, s),
+                        call=ctx.model.call)
         t1 = time.perf_counter()
-        progress(0.6, f"generating {len(ctx.labels)} images with {spec.recipe.label}")
-        images = ctx.sample(unet)
-        acc = task_accuracy(ctx.model.classifier, images, ctx.labels)
-        metrics = {"task_accuracy": acc, "task_accuracy_loss_pts": 100.0 * (ctx.baseline_accuracy - acc),
-                   **image_metrics(ctx.baseline_images, images)}
+        progress(0.6, f"generating {len(ctx.conditions)} images with {spec.recipe.label}")
+        out = ctx.sample(unet)
+        acc = ctx.model.task_accuracy(out.images, ctx.conditions)
+        if acc is not None:
+            metrics = {"task_accuracy": acc, "task_accuracy_loss_pts": 100.0 * (ctx.baseline_accuracy - acc)}
+        metrics.update(image_metrics(ctx.baseline.images, out.images, ctx.baseline.latents, out.latents))
         timings.update(calibrate_s=t1 - t0, evaluate_s=time.perf_counter() - t1)
-    grid = _save_grid(spec.id, ctx.baseline_images, images, spec.recipe, baseline)
+    grid = _save_grid(spec.id, ctx.baseline.images, out.images, spec.recipe, baseline, ctx.model.conditioning)
+    units = {"task_accuracy": "share", "task_accuracy_loss_pts": "points", "psnr_db": "dB", "latent_psnr_db": "dB"}
     result = Result(
-        id=spec.id, experiment=experiment, model=MODEL_NAME, precision=spec.recipe.precision,
+        id=spec.id, experiment=experiment, model=ctx.model.name, precision=spec.recipe.precision,
         sparsity=spec.recipe.sparsity, kv_cache=spec.recipe.kv_cache, spec=spec.to_dict(), metrics=metrics,
-        units={"task_accuracy": "share", "task_accuracy_loss_pts": "points", **(
-            {} if baseline else {"psnr_db": "dB", "latent_psnr_db": "dB"})},
-        provenance={"accuracy": _accuracy_provenance(ctx, spec, baseline), "images": grid,
-                    "model_label": BUNDLED_LABEL},
+        units={k: v for k, v in units.items() if k in metrics},
+        provenance={"accuracy": _accuracy_provenance(ctx, baseline), "images": grid, "model_label": ctx.model.label},
         timings=timings, device=describe_device(ctx.device), versions=_versions(),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    result.units = {k: v for k, v in result.units.items() if k in metrics}
     return result, (None if baseline else unet)
 
 
@@ -254,25 +224,30 @@ def _versions() -> dict[str, str]:
     return {**versions(), **versions("diffusers", "scikit-image")}
 
 
-def _accuracy_provenance(ctx: _Context, spec: ExperimentSpec, baseline: bool) -> dict:
-    gen = ctx.gen
+def _accuracy_provenance(ctx: _Context, baseline: bool) -> dict:
+    gen, about = ctx.gen, ctx.model.describe(ctx.gen)
     guided = f", classifier-free guidance {gen.guidance_scale}" if gen.guidance_scale else ""
-    method = (f"{len(ctx.labels)} images ({gen.images_per_condition} per label for labels "
-              f"{list(gen.labels)}), DDIM {gen.steps} steps{guided}, seed {gen.seed}: image i starts from the "
-              f"same noise for the baseline and every recipe. Task metric: the share the bundled digit "
-              f"classifier reads as the digit asked for.")
+    what = (f"{gen.images_per_condition} per label for labels {list(gen.labels)}" if ctx.model.conditioning == "labels"
+            else f"{gen.images_per_condition} per prompt for {len(gen.prompts)} prompt(s)")
+    side = gen.resolution or ctx.model.image_side
+    method = (f"{len(ctx.conditions)} images ({what}), {side}x{side}, {about['sampler']} {gen.steps} steps{guided}, "
+              f"seed {gen.seed}: image i starts from the same noise for the baseline and every recipe.")
+    method += (f" Task metric: {about['task']}." if about.get("task") else f" {about['task_note'][:1].upper()}{about['task_note'][1:]}.")
     if not baseline:
         method += (f" PSNR (data range 2 for [-1, 1]) and mean SSIM against the baseline's images from the same "
-                   f"seeds, with {METRIC_LIBRARY}; latent PSNR is the PSNR of the final latents, which for this "
-                   f"model (no VAE) are the images. Calibration: the baseline sampler's denoiser inputs at all "
-                   f"{gen.steps} steps of {gen.calib_images} images from other seeds.")
+                   f"seeds, with {METRIC_LIBRARY}; latent PSNR/SSIM compare the final latents ({about['latents']}; "
+                   f"data range: the baseline latents' own). Calibration: the baseline sampler's denoiser inputs "
+                   f"at all {gen.steps} steps of {gen.calib_images} images from other seeds.")
     extra = {"cpu_threads": ctx.threads[0], "cpu_threads_note": ctx.threads[1]} if ctx.threads else {}
+    if not about.get("task"):
+        extra["task_metric"] = about["task_note"]
     return {**extra, "kind": "measured", "device": describe_device(ctx.device),
             "engine": "PyTorch, unquantized float32" if baseline else "modelopt simulated (fake) quantization in PyTorch",
             "versions": _versions(), "method": method}
 
 
-def _save_grid(result_id: str, baseline_images, images, recipe: Recipe, baseline: bool) -> dict:
+def _save_grid(result_id: str, baseline_images, images, recipe: Recipe, baseline: bool,
+               conditioning: str = "labels") -> dict:
     """A PNG under tlab_home()/images/<result id>.png: the baseline row over the recipe row."""
     from PIL import Image
 
@@ -283,9 +258,11 @@ def _save_grid(result_id: str, baseline_images, images, recipe: Recipe, baseline
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{result_id}.png"
     rows = [baseline_images] if baseline else [baseline_images, images]
-    Image.fromarray(image_grid(rows, scale=IMAGE_SCALE)).save(path)
+    scale = IMAGE_SCALE if baseline_images.shape[-1] * IMAGE_SCALE <= MAX_GRID_SIDE else 1
+    Image.fromarray(image_grid(rows, scale=scale)).save(path)
     return {"grid": str(path), "rows": ["baseline (unquantized)"] if baseline
-            else ["baseline (unquantized)", recipe.label], "note": "same seeds and labels in every row"}
+            else ["baseline (unquantized)", recipe.label],
+            "note": f"same seeds and {'labels' if conditioning == 'labels' else 'prompts'} in every row"}
 
 
 def _plain(gen) -> dict:
@@ -313,7 +290,8 @@ def _deploy(ctx: _Context, recipe: Recipe, calibrated) -> tuple[Any, str | None]
 
     try:
         deployed, counts = deploy_int8(ctx.model.unet, calibrated)
-        diff = check_deployed(deployed, calibrated, ctx.calib[:: max(1, len(ctx.calib) // 4)][:4])
+        diff = check_deployed(labels_view(ctx.model, deployed), labels_view(ctx.model, calibrated),
+                              ctx.calib[:: max(1, len(ctx.calib) // 4)][:4])
     except UnsupportedOnDevice as exc:
         return None, str(exc)
     deployed.kernel_info = {**counts, "relative_output_diff_vs_calibrated": diff,
@@ -339,28 +317,19 @@ def _timed_runs(ctx: _Context, models: list, batch: int, on_run: Callable[[], No
     (warm-up ones too), for progress."""
     import torch
 
-    from engine.diffusion.bundled import ddim_from, initial_noise
-
-    gen = ctx.gen
-    size = int(ctx.model.unet.config.sample_size)
-    x0 = initial_noise(batch, size, gen.seed, int(ctx.model.unet.config.in_channels))
-    y = torch.tensor([gen.labels[i % len(gen.labels)] for i in range(batch)])
-    t_mid = torch.tensor(int(ctx.model.scheduler.config.num_train_timesteps) // 2)
+    gen, model = ctx.gen, ctx.model
+    x0, cond = model.timing_inputs(batch, gen)
+    t_mid = torch.tensor(model.num_train_timesteps // 2)
 
     def step_ms(unet) -> float:
         t0 = time.perf_counter()
         for _ in range(STEP_CALLS):
-            unet(x0, t_mid, class_labels=y)
+            model.call(unet, x0, t_mid, cond)
         return (time.perf_counter() - t0) / STEP_CALLS * 1e3
 
     def end_to_end_ms(unet) -> float:
         t0 = time.perf_counter()
-        sched = ddim_from(ctx.model.scheduler)
-        sched.set_timesteps(gen.steps)
-        x = x0.clone()
-        for t in sched.timesteps:
-            eps = unet(x, t, class_labels=y).sample
-            x = sched.step(eps, t, x, eta=0.0).prev_sample
+        model.denoise_loop(unet, x0, cond, gen)
         return (time.perf_counter() - t0) * 1e3
 
     def run_rounds(rounds: int, first: bool, done: int) -> list[list[dict[str, float]]]:
@@ -404,11 +373,11 @@ def _speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -
             medians, spreads = summarize_runs(model_runs)
             per_entry[j].append(Measurement(
                 backend="torch", precision=exp.recipe.precision, sparsity=exp.recipe.sparsity, batch_size=batch,
-                input_len=int(ctx.model.unet.config.sample_size), output_len=ctx.gen.steps, metrics=medians,
+                input_len=ctx.gen.resolution or ctx.model.image_side, output_len=ctx.gen.steps, metrics=medians,
                 spread=spreads, repeats=len(model_runs),
                 provenance={"kind": "measured", "device": device, "backend": "torch", "versions": _versions(),
                             "workload": {"batch_size": batch, "steps": ctx.gen.steps,
-                                         "resolution": int(ctx.model.unet.config.sample_size),
+                                         "resolution": ctx.gen.resolution or ctx.model.image_side,
                                          "note": "input_len = image side, output_len = denoising steps"},
                             "kernels": getattr(deployed, "kernel_info", {"kernels": "float32 PyTorch (baseline)"})}))
     elapsed = time.perf_counter() - t0
@@ -432,8 +401,8 @@ def _speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -
         result.provenance["speed"] = {
             "kind": "measured", "device": device, "backend": "torch", "versions": _versions(),
             "speedup_metric": "step_latency_ms", "speedup_refused": refused,
-            "method": (f"per-step denoiser latency (mean of {STEP_CALLS} calls) and end-to-end latency ({ctx.gen.steps} "
-                       f"DDIM steps), {WARMUP} warm-up runs, baseline and recipes alternating run by run, "
+            "method": (f"per-step denoiser latency (mean of {STEP_CALLS} calls) and end-to-end denoising latency "
+                       f"({ctx.gen.steps} {ctx.model.describe(ctx.gen)['sampler']} steps; no text encoding or VAE), {WARMUP} warm-up runs, baseline and recipes alternating run by run, "
                        f"medians of {REPEATS}-{MAX_REPEATS} runs; speedup refused when a side varies by over 10%"),
             "measurements": [m.to_dict() for m in speed]}
         result.timings["benchmark_s"] = elapsed / len(entries)

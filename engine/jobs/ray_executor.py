@@ -4,8 +4,9 @@ them as Ray tasks across a cluster (needs the `ray` extra).
     tlab worker --executor ray --ray-address HOST:6379      # or TLAB_EXECUTOR=ray + RAY_ADDRESS
 
 Each job is split into parts (engine.jobs.ray_split: one per sweep recipe still to compute); each
-part is a Ray task asking for 1 CPU, or 1 GPU of a type (`--ray-gpu-type H100`) when the sweep's
-device is a GPU, and runs in its own child process on the node (engine.jobs.ray_task). The
+part is a Ray task asking for its share of a node's CPUs (the most that still lets every part run at
+once; its child uses no more threads than that), or 1 GPU of a type (`--ray-gpu-type H100`) when the
+sweep's device is a GPU, and runs in its own child process on the node (engine.jobs.ray_task). The
 coordinator alone writes the store: progress and heartbeats while parts run, each part's results as
 it finishes, and the job's end (done, failed with the part's error and log tail, cancelled,
 interrupted) as the local worker would. A Ray worker that dies is retried by Ray (`max_retries`).
@@ -57,6 +58,11 @@ def _job_log(job_id: int):
     return open(folder / f"{job_id}.log", "a", errors="replace")
 
 
+def _threads_used(result: dict):
+    """The CPU threads a result's accuracy stage ran on (None on a GPU), from its provenance."""
+    return ((result.get("provenance") or {}).get("accuracy") or {}).get("cpu_threads")
+
+
 class RayCoordinator:
     def __init__(self, store, ray, stop: threading.Event, gpu_type: str | None, heartbeat_s: float):
         from engine.jobs.ray_task import ProgressBoard
@@ -86,7 +92,9 @@ class RayCoordinator:
 
         job_id = job["id"]
         cluster = self.ray.cluster_resources()
-        plan = plan_job(job["fn"], job["payload"], self._finished, cluster.get("GPU", 0) > 0, self.gpu_type, cluster)
+        node_cpus = [n["Resources"].get("CPU", 0.0) for n in self.ray.nodes() if n.get("Alive")]
+        plan = plan_job(job["fn"], job["payload"], self._finished, cluster.get("GPU", 0) > 0, self.gpu_type, cluster,
+                        node_cpus)
         check_feasible(plan.parts, cluster)
         log.info("job %s: %d part(s) on Ray, %d result(s) reused", job_id, len(plan.parts), len(plan.reused))
         lines = [f"Ray: {len(plan.parts)} part(s) to run, {len(plan.reused)} result(s) reused from the store"]
@@ -155,8 +163,11 @@ class RayCoordinator:
         base_id = part.result_ids[0] if part.result_ids else None  # its baseline: the model load, the reference
         base = next((r for r in out.get("results") or [] if r.get("id") == base_id), {})
         setup = sum(float((base.get("timings") or {}).get(k) or 0.0) for k in ("load_s", "baseline_s"))
+        stages = {r.get("precision", "?"): {**(r.get("timings") or {}), "threads": _threads_used(r)}
+                  for r in out.get("results") or []}  # per-stage seconds, to set beside a local run's
         self.timings.append({"key": part.key, "submitted": submitted, "returned": time.time(), "setup_s": setup,
-                             **{k: out.get(k) for k in ("t_task_start", "t_child_start", "t_child_end")}})
+                             "stages": stages,
+                             **{k: out.get(k) for k in ("t_task_start", "t_child_start", "t_child_end", "child_cpu_s")}})
         return out
 
     def _relay(self, job_id: int, states: dict) -> None:

@@ -45,6 +45,17 @@ def slots(cluster: dict[str, float], resources: dict) -> int:
     return int(cluster.get("CPU", 0) // max(1, resources.get("num_cpus", 1)))
 
 
+def cpus_per_part(parts: int, node_cpus: list[float]) -> int:
+    """The most CPUs each of `parts` CPU parts can ask for while all of them still run at once on
+    these nodes: a part gets the cores a local job on its machine would use, not 1 of them (Ray
+    caps the task's threads at its num_cpus). 1 when they cannot all run at once anyway."""
+    best = 1
+    for k in range(1, int(max(node_cpus, default=1)) + 1):
+        if sum(int(c // k) for c in node_cpus) >= parts:
+            best = k
+    return best
+
+
 def resources_for(device: str, cluster_has_gpu: bool, gpu_type: str | None = None) -> tuple[str, dict]:
     """(device the part runs on, Ray task options). Ray hands a task its GPU as CUDA device 0, so
     "cuda:N" becomes "cuda"; "auto" means a GPU when the cluster has any."""
@@ -61,10 +72,11 @@ def resources_for(device: str, cluster_has_gpu: bool, gpu_type: str | None = Non
 
 
 def plan_job(fn: str, payload: dict, is_finished, cluster_has_gpu: bool, gpu_type: str | None = None,
-             cluster: dict[str, float] | None = None) -> Plan:
+             cluster: dict[str, float] | None = None, node_cpus: list[float] | None = None) -> Plan:
     """The parts to dispatch for one job. `is_finished(result_id)` says whether the store already has
     a finished result with that id (a damaged one counts as not finished: it is computed again).
-    `cluster`: Ray's cluster resources; no more parts than it can run at once (None: one per recipe)."""
+    `cluster`: Ray's cluster resources; no more parts than it can run at once (None: one per recipe).
+    `node_cpus`: each live node's CPUs; CPU parts then share them out (None: 1 CPU per part)."""
     if fn != SWEEP_FN:
         return Plan([Part("job", fn, payload, {"num_cpus": 1, "num_gpus": 0})], [])
     if not isinstance(payload, dict) or set(payload) != {"spec"}:
@@ -79,6 +91,8 @@ def plan_job(fn: str, payload: dict, is_finished, cluster_has_gpu: bool, gpu_typ
     todo = [e for e in experiments[1:] if e.id not in reused]
     n = len(todo) if cluster is None else max(1, min(len(todo), slots(cluster, resources)))
     groups = [todo[i::n] for i in range(n)] if todo else []  # round robin: parts of equal size
+    if node_cpus and not resources.get("num_gpus"):
+        resources = {**resources, "num_cpus": cpus_per_part(max(1, len(groups)), node_cpus)}
     parts = [_part(spec, [e.recipe for e in g], resources, (ids[0], *(e.id for e in g))) for g in groups]
     if len({p.key for p in parts}) < len(parts):  # labels name recipes uniquely; never rely on it blindly
         parts = [Part(f"{n + 1}:{p.key}", p.fn, p.payload, p.resources, p.result_ids) for n, p in enumerate(parts)]

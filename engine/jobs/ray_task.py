@@ -7,7 +7,9 @@ log to the coordinator's ProgressBoard actor, stops the child's process group on
 the results the child saved. The coordinator alone writes the real store.
 """
 
+import math
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -26,6 +28,7 @@ from engine.jobs.ray_split import new_lines
 POLL_S = 0.5
 KILL_GRACE_S = 5.0
 LOG_TAIL_LINES = 40
+ENV_SLOTS = "TLAB_CPU_SLOTS"  # engine.cpu_threads.ENV_SLOTS (a layer above jobs: named here, tested equal)
 FOLDER_PREFIX = "tlab-ray-part-"  # + the Ray worker's pid: a folder whose pid is gone is left over
 
 
@@ -107,6 +110,22 @@ def _log_text(path: Path, max_bytes: int = 256 * 1024) -> str:
         return ""
 
 
+def thread_env(env: dict, assigned_cpus: float | None) -> dict:
+    """The child's thread settings: those a local job gets, capped at the CPUs Ray gave this task.
+
+    Ray sets OMP_NUM_THREADS to the task's num_cpus when it was unset; the child would start torch on
+    that many threads. Instead it gets the Ray worker's environment without Ray's OMP_NUM_THREADS
+    (a user's own value, different from Ray's, stays), and TLAB_CPU_SLOTS, which engine.cpu_threads
+    reads as a cap on the threads it picks from the free cores, as it does for a local job."""
+    out = dict(env)
+    if assigned_cpus:
+        slots = max(1, math.floor(assigned_cpus))
+        if out.get("OMP_NUM_THREADS") == str(slots):  # Ray's default for this task, not a choice
+            out.pop("OMP_NUM_THREADS")
+        out[ENV_SLOTS] = str(slots)
+    return out
+
+
 def _child_env(scratch_url: str, home: str) -> dict:
     import engine
 
@@ -116,7 +135,7 @@ def _child_env(scratch_url: str, home: str) -> dict:
            "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "TLAB_HOME": os.environ.get("TLAB_HOME", home)}
     if not ray.get_gpu_ids():  # a CPU part must not touch a GPU it was not given
         env["CUDA_VISIBLE_DEVICES"] = ""
-    return env
+    return thread_env(env, ray.get_runtime_context().get_assigned_resources().get("CPU"))
 
 
 @ray.remote(max_calls=1)  # a fresh Ray worker process per part: nothing lingers between jobs
@@ -129,6 +148,7 @@ def run_part(job_id: int, key: str, fn: str, payload: dict, board, owner: str | 
     from engine.store import open_store
 
     t_start = time.time()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)  # this fresh Ray worker's only child: the job's
     _remove_orphaned_folders()
     folder = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
     where = {"host": socket.gethostname(), "node": ray.get_runtime_context().get_node_id(),
@@ -171,7 +191,9 @@ def run_part(job_id: int, key: str, fn: str, payload: dict, board, owner: str | 
         board.report.remote(job_id, key, {"state": status, **({"fraction": 1.0} if status == "done" else {})},
                             new_lines(sent, _log_lines(job)))
         scratch.close()
-        return {"key": key, "status": status, "error": error, "results": results,
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped by now: its CPU seconds, for benchmarks
+        child_cpu_s = (cpu.ru_utime - cpu_before.ru_utime) + (cpu.ru_stime - cpu_before.ru_stime)
+        return {"key": key, "child_cpu_s": child_cpu_s, "status": status, "error": error, "results": results,
                 "log_tail": _tail(log_path, LOG_TAIL_LINES) if status != "done" else [],
                 "log_text": _log_text(log_path),
                 "where": where, "t_task_start": t_start, "t_child_start": t_child, "t_child_end": time.time()}

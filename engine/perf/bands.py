@@ -25,7 +25,7 @@ MIN_POINTS = 8  # fewer held-out points than this in a regime: fall back to a co
 FINGERPRINT_FILE = HELDOUT_FILE.with_suffix(".fingerprint")
 # What the held-out residuals depend on: the estimator's code, the protocols and the data they fit.
 _FINGERPRINTED = ("model.py", "params.py", "formats.py", "arch.py", "calibrate.py", "ratios.py", "memory.py",
-                  "estimate.py", "holdout.py")
+                  "estimate.py", "holdout.py", "catalog.py")
 _FINGERPRINTED_ASSETS = ("gpus.csv", "architectures.csv", "published_measurements.csv",
                          "modelopt_benchmark_reference.csv")
 

@@ -27,7 +27,7 @@ POINT_COLUMNS = ["gpu_id", "model_id", "precision", "sparsity", "batch", "isl", 
 MODEL_VERSION = "roofline-v2"  # cached fits are also keyed by the code and catalogs (see _cache_key)
 
 # The plain uncalibrated roofline peer tools use: full bandwidth and peak, hard max, no overheads.
-PLAIN_ROOFLINE = {**{k: 1.0 for k in PRIORS}, "knee_p": 100.0, "layer_us": 0.0, "ar_us": 0.0,
+PLAIN_ROOFLINE = {**{k: 1.0 for k in PRIORS}, "knee_p": 100.0, "layer_us": 0.0, "ar_us": 0.0, "sm_gb_s": 1e12,
                   "dq_int4_awq": 1e9, "dqs_int4_awq": 1e9, "act_mem": 1e9,
                   "w0_bf16": 0.0, "w0_8bit": 0.0, "w0_fp4": 0.0}
 PLAIN_ROOFLINE = {k: v for k, v in PLAIN_ROOFLINE.items() if not k.startswith("hs_")}
@@ -365,7 +365,7 @@ def _cache_key(points: pd.DataFrame, ratios: pd.DataFrame | None = None) -> str:
     h.update(MODEL_VERSION.encode())
     here = Path(__file__).parent
     for f in (here / "model.py", here / "params.py", here / "formats.py", here / "arch.py",
-              here / "calibrate.py", here / "ratios.py", here / "memory.py", asset("gpus.csv"),
+              here / "calibrate.py", here / "ratios.py", here / "memory.py", here / "catalog.py", asset("gpus.csv"),
               asset("architectures.csv")):
         h.update(f.read_bytes())
     h.update(repr(sorted(PRIORS.items())).encode())

@@ -11,6 +11,14 @@ from engine.paths import asset
 
 GIB = 1024**3
 ECC_ON_GDDR = {"l4", "l40s", "a10g"}  # datacenter GDDR6 cards: in-band ECC on by default
+# Streaming multiprocessors per GPU, from NVIDIA's architecture whitepapers and datasheets (A100: 108;
+# H100 SXM5 / H200 / GH200: 132; H100 PCIe: 114; A10G (GA102): 80; L4: 58; L40S / RTX 6000 Ada: 142;
+# RTX 4090: 128; RTX PRO 6000 Blackwell: 188; B200 / GB200: 148). The roofline needs them because the
+# bytes a GPU keeps in flight, hence the bandwidth a memory-bound kernel reaches, grow with SMs, not
+# with the memory's peak (model.py, sm_gb_s).
+SM_COUNT = {"h100-sxm": 132, "h100-pcie": 114, "h200": 132, "gh200": 132, "a100-sxm-80gb": 108,
+            "a100-pcie-80gb": 108, "l40s": 142, "l4": 58, "a10g": 80, "rtx-4090": 128, "rtx-6000-ada": 142,
+            "rtx-pro-6000-blackwell": 188, "b200": 148, "gb200": 148}
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class GPU:
     price_per_hour: float
     source: str
     price_source: str
+    sms: int = 0  # streaming multiprocessors (0: not known, no concurrency ceiling on its bandwidth)
 
     @property
     def memory_bytes(self) -> float:
@@ -65,7 +74,7 @@ def gpus() -> dict[str, GPU]:
             sparse_2_4=str(r["sparse_2_4"]).lower() == "true", interconnect=r["interconnect"],
             link_gb_s=float(r["link_gb_s_per_direction"]), max_tp=int(r["max_tp_domain"]),
             price_per_hour=float(r["price_per_hour_usd"]), source=r["source"],
-            price_source=r["price_source"])
+            price_source=r["price_source"], sms=SM_COUNT.get(r["id"], 0))
     return out
 
 

@@ -33,6 +33,9 @@ def add_estimate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--input", help="JSONL file of queries; prints one JSON result per line")
     p.add_argument("--no-store", action="store_true", help="calibrate from published points only")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--sdxl", action="store_true",
+                   help="SDXL 1024x1024, 30 steps: estimated latency per catalog GPU (or --gpu) and precision, "
+                        "beside Model Optimizer's published table (held-out errors)")
     p.set_defaults(func=run_estimate)
     return p
 
@@ -71,10 +74,54 @@ def _calibration(args):
     return calibrate.default_calibration(include_store=not getattr(args, "no_store", False))
 
 
+def run_sdxl(args) -> int:
+    """`tlab estimate --sdxl [--gpu ID] [--json]`: engine/perf/diffusion_fit.py's tables."""
+    from engine.perf import catalog
+    from engine.perf import diffusion_fit as sdxl
+
+    try:
+        extra = [f"--{k.replace('_', '-')}" for k in ("model", "precision", "batch", "isl", "osl", "sparsity", "input")
+                 if getattr(args, k, None) is not None]
+        if extra:
+            raise TlabError(f"--sdxl estimates the SDXL pipeline of the published table; it takes only --gpu and "
+                            f"--json. Drop {', '.join(extra)}.")
+        gpu = catalog.gpu(args.gpu).id if args.gpu else None
+    except TlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cmp, _ = sdxl.comparison()
+    est = sdxl.catalog_estimates()
+    held = {(r.gpu_id, r.precision): r for r in cmp.itertuples()}
+    rows = []
+    for r in est.itertuples():
+        if gpu and r.gpu_id != gpu:
+            continue
+        h = held.get((r.gpu_id, r.precision))
+        rows.append({"gpu": r.gpu_id, "precision": r.precision, "estimated_ms": round(r.estimated_ms, 1),
+                     "estimated_speedup": round(r.estimated_speedup, 3), "provenance": "estimated",
+                     "published_ms": round(h.published_ms, 1) if h else None,
+                     "heldout_estimated_ms": round(h.estimated_ms, 1) if h else None,
+                     "heldout_error_pct": round(h.error_pct, 1) if h else None})
+    if args.json:
+        print(json.dumps({"rows": rows, "summary": sdxl.summary(cmp), "source": sdxl.SOURCE}, indent=2))
+        return 0
+    print("SDXL 1.0 base, 1024x1024, 30 steps, batch 1 (CFG: 2 latents per UNet step)  [estimated]")
+    for r in rows:
+        pub = (f"  published {r['published_ms']:,.0f} ms, held-out estimate {r['heldout_estimated_ms']:,.0f} ms "
+               f"({r['heldout_error_pct']:+.1f}%)" if r["published_ms"] else "")
+        print(f"  {r['gpu']:<24} {r['precision']:<5} {r['estimated_ms']:>8,.0f} ms  x{r['estimated_speedup']:.2f}{pub}")
+    s = sdxl.summary(cmp)
+    print(f"  held-out error (leave-one-GPU-out) on the published table: median {s['median_abs_error_pct']:.1f}%, "
+          f"max {s['max_abs_error_pct']:.1f}%; published: {sdxl.SOURCE}")
+    return 0
+
+
 def run_estimate(args) -> int:
     from engine.perf.estimate import estimate
     from engine.perf.query import from_mapping, read_jsonl
 
+    if getattr(args, "sdxl", False):
+        return run_sdxl(args)
     try:
         if args.input:
             cal = _calibration(args)

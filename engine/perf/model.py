@@ -10,7 +10,8 @@ parameters, so the calibration fit re-times the same arrays many times (`item_se
 Time of a GEMM = p-norm of (memory time, compute time, dequantization time): the p-norm is a soft
 max, which is where real kernels lose against the ideal roofline near the knee. Weight-only INT4
 (and the INT4 side of W4A8) pays a dequantization cost per weight element and per tile of 64 rows,
-which is why it stops paying off once batches grow.
+which is why it stops paying off once batches grow. Memory time uses the bandwidth a streaming kernel
+reaches, which the SMs' bytes in flight cap (`Items._stream_rate`).
 """
 
 import math
@@ -20,7 +21,7 @@ import numpy as np
 
 from engine.perf.arch import Architecture
 from engine.perf.catalog import GPU
-from engine.perf.params import PRIORS, tied_params
+from engine.perf.params import PRIORS, harness_param, tied_params
 from engine import registry
 from engine.perf.formats import HEAD_BYTES, SPARSE_WEIGHT_FACTOR
 
@@ -149,7 +150,8 @@ def work_items(s: Shape) -> list[dict]:
         act("decode", steps, s.batch)
         overhead("decode", steps)
     for it in items:
-        it.update(bw=g.bandwidth, link=g.link_gb_s * 1e9, gen=g.generation, harness=s.harness, bf16=bf16)
+        it.update(bw=g.bandwidth, sms=float(g.sms), link=g.link_gb_s * 1e9, gen=g.generation, harness=s.harness,
+                  bf16=bf16)
     return items
 
 
@@ -166,6 +168,7 @@ class Items:
         self.peak, self.n_w, self.m = col("peak"), col("n_w"), col("m")
         self.bf16 = col("bf16")  # the GPU's BF16 tensor peak: the clock of the dequantization cost
         self.bw, self.link = col("bw"), col("link")
+        self.sms = col("sms")
         self.dequant = np.array([r["dequant"] for r in rows])
         self.kind = np.array([r["kind"] for r in rows])
         self.group = np.array([r["group"] for r in rows])
@@ -179,12 +182,20 @@ class Items:
         items measured by the static-batching harness (gptSessionBenchmark) when the fit has one."""
         name = tied_params().get(name, name)
         v = p[name]
-        adj = p.get(f"hs_{name}")
+        adj = p.get(harness_param(name))
         if adj is None:
             return v
         static = self.static if sel is None else self.static[sel]
         lo, hi = PRIORS[name][2], PRIORS[name][3]  # the adjusted value obeys the parameter's own bounds
         return np.where(static, np.clip(v * adj, lo, hi), v)
+
+    def _stream_rate(self, p: dict, eff: np.ndarray) -> np.ndarray:
+        """Bytes/s a memory-bound kernel reaches: the efficiency times the peak, capped softly (harmonic
+        sum) by what the SMs keep in flight (Little's law: SMs x bytes in flight per SM / latency =
+        SMs x sm_gb_s). An H200 has an H100's 132 SMs behind 1.43x the bandwidth, so it reaches a smaller
+        share of its peak; an A100's 108 SMs face 2 TB/s and reach a larger one."""
+        cap = np.where(self.sms > 0, self.sms * p.get("sm_gb_s", np.inf) * 1e9, np.inf)  # SMs unknown: no cap
+        return 1 / (1 / (self.bw * eff) + 1 / cap)
 
     def seconds(self, p: dict) -> np.ndarray:
         """Seconds of each item (already times its multiplicity) under parameters `p`."""
@@ -211,7 +222,7 @@ class Items:
                 w0 = self._param(p, f"w0_{'8bit' if cf in ('fp8', 'int8') else cf}", sel) * 1e9
                 work = self.size[sel] * np.maximum(self.m[sel], 1.0)
                 eta_c[sel] *= work / (work + w0)
-        t_mem = self.bytes / (self.bw * eta_m * genf)
+        t_mem = self.bytes / self._stream_rate(p, eta_m * genf)
         t_cmp = self.flops / (self.peak * eta_c * genf)
         # Dequantizing 4-bit weights: batched-GEMV kernels for up to ~gemv_m rows do it cheaply once per
         # weight; beyond, the mixed-input GEMM pays per tile of rows and runs far below the BF16 peak.
@@ -228,7 +239,7 @@ class Items:
         else:  # scaled by the largest term so t**k cannot underflow
             safe = np.where(top > 0, top, 1.0)
             t = top * ((t_mem / safe) ** k + (t_cmp / safe) ** k + (t_deq / safe) ** k) ** (1 / k)
-        t = np.where(self.kind == "act", self.bytes / (self.bw * eta_m * genf), t)
+        t = np.where(self.kind == "act", t_mem, t)
         t = np.where(self.kind == "comm", self._param(p, "ar_us") * 1e-6
                      + self.bytes / (self.link * self._param(p, "link_eff")), t)
         t = np.where(self.kind == "overhead", self._param(p, "layer_us"), t * 1.0)

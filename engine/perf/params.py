@@ -25,6 +25,9 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
     # asymptote: too few output tiles to fill the SMs (small M, or small N x K at high TP) waste a wave
     "w0_bf16": (10.0, 1.5, 0.01, 10000.0), "w0_8bit": (10.0, 1.5, 0.01, 10000.0),
     "w0_fp4": (10.0, 1.5, 0.01, 10000.0),
+    # bandwidth per SM at which the SMs' bytes in flight cap a memory-bound kernel (GB/s, Little's law;
+    # model.Items._stream_rate): ~45 puts an H100 SXM (132 SMs) a third below its 3.35 TB/s peak
+    "sm_gb_s": (45.0, 1.0, 5.0, 2000.0),
     "kv_mem": (0.70, 0.3, 0.1, 1.0),  # attention: fraction of bandwidth reading the KV cache
     # elementwise passes over the hidden activations (norms, residual adds, MoE token permutation; see
     # model.act_passes): fraction of bandwidth. The published fit lands near 0.2, well below what a
@@ -34,7 +37,11 @@ PRIORS: dict[str, tuple[float, float, float, float]] = {
     "attn_c": (0.50, 0.4, 0.05, 1.0),  # prefill attention: fraction of BF16 peak
     "layer_us": (20.0, 1.0, 1.0, 300.0),  # fixed cost per layer per forward pass (launches, norms, sync)
     "knee_p": (2.0, 0.5, 1.0, 8.0),  # p of the soft max between memory and compute time
-    "link_eff": (0.70, 0.3, 0.1, 1.0),  # all-reduce fraction of per-direction link bandwidth
+    # all-reduce bus bandwidth as a fraction of the per-direction link bandwidth. Bounded below by what
+    # nccl-tests publish for large messages (all_reduce_perf busbw: DGX A100 ~230 of 300 GB/s, DGX H100
+    # ~370+ of 450 GB/s): left free down to 0.1, the fit used it to soak up decode TP overhead and then
+    # priced a 2,048-token prefill's all-reduces on Llama 2 70B TP8 at 2-3x the measured TTFT.
+    "link_eff": (0.80, 0.3, 0.5, 1.0),
     "ar_us": (10.0, 0.7, 1.0, 200.0),  # all-reduce latency
     # generation-wide multipliers on all efficiencies (Hopper is the reference)
     "gen_ampere": (1.0, 0.25, 0.4, 2.0), "gen_ada": (1.0, 0.25, 0.4, 2.0),
@@ -67,9 +74,20 @@ TIED = tied_params()  # as shipped; the model asks tied_params() so a newly regi
 # Attention (kv_mem, attn_c) has none: its kernels are the same whichever harness drives them, and left
 # free the only in-flight-batching fixed-batch source (one ISL/OSL) set prefill attention at 6% of peak,
 # which the max-throughput rows (nine ISL/OSL pairs, 35% median error then) contradict.
-for _name in ("layer_us", "c_w16", "c_fp8", "m_w16", "m_fp8", "w0_bf16", "w0_8bit",
-              "knee_p", "link_eff", "ar_us"):
+# GEMM efficiencies share one adjustment per role across formats (HARNESS_ROLES): the harness changes how
+# the engine is timed, not how one format's kernels run, and per format it could not carry over: the only
+# static-harness FP16 points are A100's, so held out, its FP16 adjustment had nothing to learn from.
+HARNESS_ROLES = {"c_": "hs_c", "m_": "hs_m", "w0_": "hs_w0"}
+# The link efficiency has none: NCCL's all-reduce runs the same whichever harness drives the engine.
+for _name in ("layer_us", "c", "m", "w0", "knee_p", "ar_us"):
     PRIORS[f"hs_{_name}"] = (1.0, 0.5, 0.05, 20.0)
+
+
+def harness_param(name: str) -> str:
+    """The static-harness adjustment parameter of efficiency parameter `name`."""
+    role = next((r for r in HARNESS_ROLES if name.startswith(r)), None)
+    return HARNESS_ROLES[role] if role else f"hs_{name}"
+
 
 # The sigmas above rank how firmly each prior is believed; the fit divides them by PRIOR_STRENGTH.
 # A weak prior only decides what the measurements leave open (parameters no point informs stay at

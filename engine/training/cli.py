@@ -32,6 +32,9 @@ def add_train_parser(sub) -> None:
                               ("--calib-size", "calib_size", int), ("--checkpoint-every", "checkpoint_every", int)):
         p.add_argument(flag, dest=field, type=kind, default=getattr(DEFAULTS, field),
                        help=f"default {getattr(DEFAULTS, field)}")
+    p.add_argument("--task-limit", dest="task_limit", type=int, default=None,
+                   help="also score offline task accuracy (tlab_doc_continuation, its first N of 400 questions) of "
+                        "the fine-tuned baseline, the PTQ/sparsified model and the trained one (needs lm-eval)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--json", action="store_true", help="print the final figures as JSON")
@@ -40,7 +43,7 @@ def add_train_parser(sub) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> TrainingSpec:
     fields = ("steps", "learning_rate", "seq_len", "batch_size", "grad_accum", "seed", "warmup", "eval_tokens",
-              "calib_size", "checkpoint_every")
+              "calib_size", "checkpoint_every", "task_limit")
     precision = args.precision if args.mode == "qat" else None
     if args.mode == "qat" and args.precision is None and args.sparsity is None:
         precision = DEFAULTS.precision
@@ -89,7 +92,16 @@ def summary(report) -> dict:
     return {"id": spec.id, "mode": spec.mode, "recipe": spec.label, "rows": rows,
             "gap_closed_pct": report.gap_closed_pct, "steps": report.steps, "tokens_seen": report.tokens_seen,
             "resumed_from": report.resumed_from, "checks": {k: v for k, v in report.checks.items() if k != "masks"},
-            "loss_curve": str(report.run_dir / "loss.jsonl")}
+            "loss_curve": str(report.run_dir / "loss.jsonl"), "task_accuracy": _task_rows(report)}
+
+
+def _task_rows(report) -> list:
+    """(stage, task, accuracy, stderr) of each stage scored, the fine-tuned baseline first."""
+    names = {"baseline": "BF16 fine-tuned (baseline)", "before": report.spec.parent_label, "after": report.spec.label}
+    if report.spec.mode == "finetune":
+        names = {"baseline": names["baseline"]}
+    return [(names[stage], task, s["accuracy"], s.get("stderr")) for stage in names
+            for task, s in (report.tasks.get(stage) or {}).items()]
 
 
 def table(figures: dict) -> str:
@@ -99,6 +111,8 @@ def table(figures: dict) -> str:
     if figures["gap_closed_pct"] is not None:
         lines.append(f"Gap closed by training: {figures['gap_closed_pct']:.1f}% "
                      "(of PTQ/sparse loss minus the fine-tuned baseline's)")
+    for stage, task, acc, se in figures.get("task_accuracy") or []:
+        lines.append(f"{task} accuracy, {stage}: {100 * acc:.1f}%" + ("" if se is None else f" ± {100 * se:.1f}"))
     lines.append(f"{figures['steps']} steps, {figures['tokens_seen']:,} tokens; loss curve: {figures['loss_curve']}")
     if figures["checks"]:
         lines.append(f"checks: {figures['checks']}")

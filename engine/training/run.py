@@ -14,10 +14,10 @@ from typing import Any
 
 from engine.access import check_web_sweep
 from engine.cpu_threads import job_threads
-from engine.errors import SpecError
+from engine.errors import SpecError, TlabError
 from engine.paths import tlab_home
 from engine.quantize import check_runnable
-from engine.spec import DataSpec, Recipe
+from engine.spec import DataSpec, Recipe, TaskAccuracySpec
 from engine.store.entities import Result
 from engine.system import describe_device, resolve_device, versions
 from engine.training import checkpoint, loop, recipes
@@ -43,6 +43,8 @@ class TrainingReport:
     checks: dict = field(default_factory=dict)  # quantizers in place / 2:4 mask verified
     result_id: str | None = None
     model: Any = field(default=None, repr=False)  # the trained model (sparse: masks baked in), not stored
+    # Offline task scores (TaskScore.as_dict per task) by stage: "baseline" (fine-tuned), "before", "after"
+    tasks: dict = field(default_factory=dict)
 
     @property
     def gap_closed_pct(self) -> float | None:
@@ -59,13 +61,17 @@ def run_dir(spec: TrainingSpec) -> Path:
 
 def run_training(spec: TrainingSpec, store: Any = None, progress: Progress | None = None,
                  on_step: Callable[[loop.StepInfo], bool | None] | None = None,
-                 load: Callable | None = None) -> TrainingReport:
+                 load: Callable | None = None, score: Callable | None = None) -> TrainingReport:
     """Train as `spec` says and return the figures; saves a Result per stage when `store` is given.
-    `on_step` may return False to stop (the run resumes from its checkpoint next time)."""
+    `on_step` may return False to stop (the run resumes from its checkpoint next time).
+    `score(model, tokenizer, limit)` -> {task: TaskScore} scores task accuracy when spec.task_limit is
+    set (default: lm-eval on the offline task)."""
     progress = progress or (lambda *a, **k: None)
     device = resolve_device(spec.device)
     if spec.mode == "qat":
         check_runnable(Recipe(precision=spec.precision), device)
+    if spec.task_limit is not None and score is None:
+        score = _offline_task_scorer()  # refuses before any work when lm-eval is missing
     if load is None:
         from engine.models import load_model as load
     with job_threads(device):
@@ -78,6 +84,10 @@ def run_training(spec: TrainingSpec, store: Any = None, progress: Progress | Non
         baseline = _cached(ft_dir, "baseline", lambda: _evaluate(lm.model, text, progress, "the original model"))
         model = lm.model  # trained in place: the original is evaluated once (above) and not needed again
         ft = _stage(ft_spec, model, text, ft_dir, baseline, baseline, baseline, tracker, progress)
+        tasks = _Tasks(spec.task_limit, score, lm.tokenizer, progress)
+        if not ft.stopped and tasks:  # the fine-tuned model, before PTQ changes it in place
+            ft_tasks = tasks.cached(ft_dir, "baseline", model, ft_spec.label)
+            ft.tasks = {"baseline": ft_tasks, "after": ft_tasks} if spec.mode == "finetune" else {}
         _save(store, ft, lm.name, device)
         if spec.mode == "finetune" or ft.stopped:
             return ft if spec.mode == "finetune" else _stopped(spec, ft)
@@ -89,12 +99,18 @@ def run_training(spec: TrainingSpec, store: Any = None, progress: Progress | Non
             model = recipes.quantize_for_qat(model, spec.precision, calib)
         else:
             model = recipes.sparsify_for_training(model, spec.sparsity, calib)
+        # The parent's figures come before a resumed sparse run loads its checkpoint's (trained) weights.
+        before = _cached(here, "before", lambda: _evaluate(model, text, progress, spec.parent_label))
+        parent_tasks = tasks.cached(here, "before", model, spec.parent_label) if tasks else None
+        if spec.mode == "sparse_ft":
             found = checkpoint.latest(here)
             if found is not None:  # the masks to keep are the checkpoint's (it was pruned the same way)
                 checkpoint.load_model_state(model, found.folder)
             checks["masks"] = recipes.sparse_masks(model)
-        before = _cached(here, "before", lambda: _evaluate(model, text, progress, spec.parent_label))
         report = _stage(spec, model, text, here, baseline, ft.after_loss, before, tracker, progress, checks)
+        if not report.stopped and tasks:
+            report.tasks = {"baseline": tasks.cached(ft_dir, "baseline", None, ft_spec.label),
+                            "before": parent_tasks, "after": tasks.cached(here, "after", report.model, spec.label)}
         _save(store, report, lm.name, device)
         return report
 
@@ -157,8 +173,12 @@ def _evaluate(model: Any, text: TrainingText, progress: Progress, what: str) -> 
     return loop.validation_loss(model, text.eval_windows)
 
 
-def _cached(folder: Path, key: str, compute: Callable[[], float]) -> float:
+def _cached(folder: Path, key: str, compute: Callable[[], Any]) -> float:
     """A figure computed once per run folder (a resumed run does not evaluate again)."""
+    return float(_cached_json(folder, key, compute))
+
+
+def _cached_json(folder: Path, key: str, compute: Callable[[], Any]) -> Any:
     path = folder / "evals.json"
     figures = json.loads(path.read_text()) if path.is_file() else {}
     if key not in figures:
@@ -167,7 +187,39 @@ def _cached(folder: Path, key: str, compute: Callable[[], float]) -> float:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(figures, indent=1))
         tmp.replace(path)
-    return float(figures[key])
+    return figures[key]
+
+
+class _Tasks:
+    """Task accuracy of a stage's model, scored once per run folder and question count (falsy when the
+    spec asks for none)."""
+
+    def __init__(self, limit: int | None, score: Callable | None, tokenizer: Any, progress: Progress):
+        self.limit, self.score, self.tokenizer, self.progress = limit, score, tokenizer, progress
+
+    def __bool__(self) -> bool:
+        return self.limit is not None
+
+    def cached(self, folder: Path, stage: str, model: Any, what: str) -> dict:
+        def compute() -> dict:
+            if model is None:
+                raise TlabError(f"The task scores of {what} are missing from {folder}; run the training again.")
+            self.progress(None, f"task accuracy of {what} ({self.limit} questions, lm-eval)")
+            return {name: s.as_dict() for name, s in self.score(model, self.tokenizer, self.limit).items()}
+        return _cached_json(folder, f"tasks_{stage}:{self.limit}", compute)
+
+
+def _offline_task_scorer() -> Callable:
+    """lm-eval on the offline task, like a sweep's TaskAccuracySpec (checked now: the install hint comes
+    before minutes of training, not after)."""
+    from engine import task_accuracy
+
+    task_accuracy.check_tasks(TaskAccuracySpec((task_accuracy.OFFLINE_TASK,)))
+
+    def score(model: Any, tokenizer: Any, limit: int) -> dict:
+        tasks = TaskAccuracySpec((task_accuracy.OFFLINE_TASK,), limit=limit, batch_size=16)
+        return task_accuracy.score_tasks(model, tokenizer, tasks)
+    return score
 
 
 def to_result(report: TrainingReport, model_name: str, device: str) -> Result:
@@ -178,9 +230,11 @@ def to_result(report: TrainingReport, model_name: str, device: str) -> Result:
                "tokens_seen": float(report.tokens_seen), "training_steps": float(report.steps)}
     if report.gap_closed_pct is not None:
         metrics["gap_closed_pct"] = report.gap_closed_pct
+    metrics.update(perplexity_metrics(report))
+    metrics.update(task_metrics(report))
     units = {k: "nats/token" for k in metrics if k.startswith("validation_loss")}
-    units.update({k: u for k, u in (("gap_closed_pct", "%"), ("tokens_seen", "tokens"), ("training_steps", "steps"))
-                  if k in metrics})
+    units.update({k: u for k, u in (("gap_closed_pct", "%"), ("tokens_seen", "tokens"), ("training_steps", "steps"),
+                                    ("ppl_increase_pct", "%"), ("ppl_increase_pct_before", "%")) if k in metrics})
     checks = {k: v for k, v in report.checks.items() if k != "masks"}
     training = {"kind": "measured", "label": spec.label, "parent": spec.parent_label, "mode": spec.mode,
                 "steps": report.steps, "tokens_seen": report.tokens_seen, "data": spec.data, "seed": spec.seed,
@@ -189,10 +243,83 @@ def to_result(report: TrainingReport, model_name: str, device: str) -> Result:
                 "schedule": "AdamW, linear warm-up then cosine decay to 0", "resumed_from": report.resumed_from,
                 "checks": checks, "loss_curve": str(report.run_dir / loop.LOSS_LOG)}
     accuracy = {"kind": "measured", "metric": "validation loss (mean next-token cross-entropy, nats)",
-                "eval_text": f"held-out part of {spec.data}", "device": device}
+                "eval_text": f"held-out part of {spec.data}", "device": device,
+                "perplexity": (f"exp of the validation loss on {spec.eval_tokens:,} held-out tokens of {spec.data} "
+                               f"in windows of {spec.seq_len} (not a sweep's evaluation text)"),
+                "compared_with": ("the fine-tuned BF16 baseline (same data and settings): ppl_increase_pct and "
+                                  "task losses are against it, not against the original model"),
+                "perplexity_before": f"{spec.parent_label}, before training"}
+    provenance = {"accuracy": accuracy, "training": training}
+    if "after" in report.tasks:
+        from engine.task_accuracy import result_provenance
+
+        provenance["task_accuracy"] = {
+            **result_provenance(_scores(report.tasks["after"]), device),
+            "compared_with": "the fine-tuned BF16 baseline, scored the same way",
+            "stages": {"finetuned_baseline": "BF16 (fine-tuned)", "before": spec.parent_label, "after": spec.label}}
     return Result(id=spec.id, model=model_name, precision=spec.precision or "bf16", sparsity=spec.sparsity or "none",
                   experiment=EXPERIMENT, spec={"training": spec.to_dict()}, metrics=metrics, units=units,
-                  provenance={"accuracy": accuracy, "training": training}, device=device, versions=versions())
+                  provenance=provenance, device=device, versions=versions())
+
+
+def _ppl(loss: float | None) -> float | None:
+    """Perplexity of a mean next-token loss; None where there is no finite one."""
+    if loss is None or not math.isfinite(loss) or loss > 700:  # exp overflows past ~709
+        return None
+    return math.exp(loss)
+
+
+def perplexity_metrics(report: TrainingReport) -> dict[str, float]:
+    """The sweep axes' figures, from the validation losses: perplexity = exp(loss), and its increase over
+    the fine-tuned baseline in % (exp of the loss difference). The parent's (PTQ / sparsified, before
+    training) go in *_before; a fine-tune result is the baseline itself (0% increase)."""
+    out: dict[str, float] = {}
+    pairs = {"perplexity": report.after_loss, "baseline_perplexity": report.finetuned_loss,
+             "perplexity_original": report.baseline_loss}
+    if report.spec.mode != "finetune":
+        pairs["perplexity_before"] = report.before_loss
+    for name, loss in pairs.items():
+        if (value := _ppl(loss)) is not None:
+            out[name] = value
+    for name, loss in (("ppl_increase_pct", report.after_loss), ("ppl_increase_pct_before", report.before_loss)):
+        if name == "ppl_increase_pct_before" and report.spec.mode == "finetune":
+            continue
+        if loss is not None and math.isfinite(loss) and (ratio := _ppl(loss - report.finetuned_loss)) is not None:
+            out[name] = 100.0 * (ratio - 1.0)
+    return out
+
+
+# Task metrics of the fine-tuned baseline and of the parent sit beside the trained model's (the sweep names).
+TASK_STAGE_SUFFIX = {"baseline": "_finetuned_baseline", "before": "_before"}
+
+
+def _scores(stage: dict) -> dict:
+    from engine.task_accuracy import TaskScore
+
+    return {name: TaskScore(**d) for name, d in stage.items()}
+
+
+def task_metrics(report: TrainingReport) -> dict[str, float]:
+    """task_acc:<task> etc. of the trained model against the fine-tuned baseline (as a sweep stores a
+    recipe's), and the same of the parent with a `_before` suffix and the baseline's accuracy with
+    `_finetuned_baseline` (e.g. task_acc_before:tlab_doc_continuation)."""
+    if not {"baseline", "after"} <= set(report.tasks):
+        return {}
+    from engine.task_accuracy import result_metrics
+
+    baseline = _scores(report.tasks["baseline"])
+    after = baseline if report.spec.mode == "finetune" else _scores(report.tasks["after"])  # 0 loss, exactly
+    out = result_metrics(baseline, after)
+    for stage, suffix in TASK_STAGE_SUFFIX.items():
+        if not report.tasks.get(stage):
+            continue
+        scored = baseline if stage == "baseline" else _scores(report.tasks[stage])
+        for name, value in result_metrics(baseline, scored).items():
+            prefix, task = name.split(":", 1)
+            if stage == "baseline" and "loss" in prefix:
+                continue  # the baseline against itself
+            out[f"{prefix}{suffix}:{task}"] = value
+    return out
 
 
 def _save(store: Any, report: TrainingReport, model_name: str, device: str) -> None:
@@ -214,7 +341,8 @@ def run_training_job(payload: dict, progress: Callable) -> list[str]:
     report = run_training(spec, open_store(), progress)
     if report.stopped:
         return []
-    return list(dict.fromkeys([spec.baseline().id, spec.id]))  # the fine-tuned baseline's result, then this one
+    # the fine-tuned baseline's result, then this one (a fine-tune run is its own baseline)
+    return list(dict.fromkeys([spec.baseline().id, report.spec.id]))
 
 
 def loss_curves(spec: TrainingSpec) -> dict[str, list[dict]]:
@@ -227,5 +355,6 @@ def training_payload(spec: TrainingSpec) -> dict:
     return {"spec": spec.to_dict()}
 
 
-__all__ = ["TrainingReport", "loss_curves", "run_training", "run_training_job", "training_payload", "run_dir",
+__all__ = ["TrainingReport", "loss_curves", "perplexity_metrics", "task_metrics", "run_training", "run_training_job",
+           "training_payload", "run_dir",
            "to_result"]

@@ -41,6 +41,9 @@ class TrainingSpec:
     calib_size: int = 16  # calibration sequences (of seq_len) for PTQ / SparseGPT
     checkpoint_every: int = 10
     device: str = "auto"
+    # Offline task accuracy (tlab_doc_continuation, its first N questions) of the fine-tuned baseline, the
+    # PTQ/sparsified parent and the trained model; None: not scored (left out of the id, so older ids hold).
+    task_limit: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.model, ModelRef):
@@ -53,6 +56,8 @@ class TrainingSpec:
                                 ("calib_size", 1, 4096), ("checkpoint_every", 1, MAX_STEPS)):
             object.__setattr__(self, name, whole_number(name.replace("_", " "), getattr(self, name), low, high))
         object.__setattr__(self, "seed", whole_number("seed", self.seed, 0))
+        if self.task_limit is not None:
+            object.__setattr__(self, "task_limit", whole_number("task limit", self.task_limit, 1, 1_000_000))
         object.__setattr__(self, "warmup", whole_number("warmup", self.warmup, 0, MAX_STEPS))
         if self.warmup >= self.steps and self.steps > 1:
             raise DataError(f"Warm-up ({self.warmup} steps) must be shorter than the run ({self.steps} steps); "
@@ -94,8 +99,9 @@ class TrainingSpec:
         return spec_hash({"training": self.to_dict()})
 
     def baseline(self) -> "TrainingSpec":
-        """The fine-tuned unquantized baseline trained on the same data with the same settings."""
-        return dataclasses.replace(self, mode="finetune", precision=None, sparsity=None)
+        """The fine-tuned unquantized baseline trained on the same data with the same settings (one for
+        every recipe: the task scoring a run asks for is not part of it)."""
+        return dataclasses.replace(self, mode="finetune", precision=None, sparsity=None, task_limit=None)
 
     @property
     def label(self) -> str:
@@ -117,7 +123,10 @@ class TrainingSpec:
 
     # --- JSON -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["task_limit"] is None:  # a spec without task scoring keeps the id it had before the option
+            del d["task_limit"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> "TrainingSpec":

@@ -11,7 +11,23 @@ if str(REPO) not in sys.path:  # `tests.app.results_data`, `tests.helpers_jobs`
     sys.path.insert(0, str(REPO))
 
 MAIN = str(REPO / "app" / "main.py")
-PAGES = ["home", "experiment", "jobs", "results", "reference", "gpu_selector"]
+PAGES = ["home", "experiment", "training", "jobs", "results", "reference", "gpu_selector"]
+
+
+TEAM_PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def team(app_home, monkeypatch, tmp_path):
+    """A store with password sign-in on: alice and bob (users), carol (administrator), all TEAM_PASSWORD."""
+    from engine import auth
+
+    monkeypatch.setenv(auth.AUTH_ENV, "password")
+    monkeypatch.delenv(auth.ADMINS_ENV, raising=False)
+    monkeypatch.setattr(auth, "secrets_files", lambda cwd=None: [tmp_path / "no-secrets.toml"])
+    for name, admin in (("alice", False), ("bob", False), ("carol", True)):
+        app_home.add_user(name, auth.hash_password(TEAM_PASSWORD), is_admin=admin)
+    return app_home
 
 
 @pytest.fixture

@@ -277,3 +277,16 @@ def test_rows_of_kind_keeps_each_kinds_own_metrics():
     assert lm["id"].tolist() == ["a"] and plots.batch_sizes(lm) == [1] and "psnr_db" not in lm
     assert "device" in lm  # frame columns stay, empty or not
     assert plots.batch_sizes(plots.rows_of_kind(df, "diffusion")) == [8]
+
+
+def test_the_default_quality_axis_is_one_the_results_have():
+    import pandas as pd
+
+    from engine import plots
+
+    df = pd.DataFrame({"id": ["b", "i"], "precision": ["bf16", "int8_sq"], "sparsity": "none", "kv_cache": "auto",
+                       "speed_kind": "measured", "task_accuracy_loss_pts": [None, 5.0], "psnr_db": [None, 30.0],
+                       "ssim": [None, 0.9]})
+    assert plots.default_quality(df) == "loss"  # the bundled model: its digit classifier scores every recipe
+    local = df.assign(task_accuracy_loss_pts=[None, None])  # a local pipeline has no task metric
+    assert plots.default_quality(local) == "ssim"

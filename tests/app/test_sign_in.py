@@ -5,20 +5,10 @@ import pytest
 
 from app.auth import SESSION_KEY
 from engine import auth
-from tests.app.conftest import MAIN
+from tests.app.conftest import MAIN, TEAM_PASSWORD
 
-PASSWORD = "correct horse battery"
+PASSWORD = TEAM_PASSWORD
 SLEEPY = "tests.helpers_jobs:sleepy"
-
-
-@pytest.fixture
-def team(app_home, monkeypatch, tmp_path):
-    monkeypatch.setenv(auth.AUTH_ENV, "password")
-    monkeypatch.delenv(auth.ADMINS_ENV, raising=False)
-    monkeypatch.setattr(auth, "secrets_files", lambda cwd=None: [tmp_path / "no-secrets.toml"])
-    for name, admin in (("alice", False), ("bob", False), ("carol", True)):
-        app_home.add_user(name, auth.hash_password(PASSWORD), is_admin=admin)
-    return app_home
 
 
 def _app():

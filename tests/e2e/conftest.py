@@ -112,3 +112,27 @@ def shot(page, name: str) -> None:
     """Save a full-page screenshot as artifacts/screenshots/<name>.png."""
     page.wait_for_timeout(1500)  # let charts finish drawing (Streamlit scrolls inside the page: a tall viewport shows it all)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def wait_for_jobs(page, timeout_s: float, prefix: str = "") -> None:
+    """Wait on the Jobs page until no job is queued or running; fail with the alerts of any that did not
+    succeed. The page's status line reads like "running: 1 · queued: 1 · done: 2". Screenshots
+    <prefix>jobs_running / _failed / _timeout."""
+    import re
+
+    deadline = time.monotonic() + timeout_s
+    shot_running = False
+    while time.monotonic() < deadline:
+        body = page.inner_text("body")
+        if re.search(r"\b(failed|interrupted|cancelled): \d", body):
+            shot(page, f"{prefix}jobs_failed")
+            alerts = page.get_by_test_id("stAlert").all_inner_texts()
+            raise AssertionError(f"A job did not succeed: {' | '.join(alerts)}")
+        if not re.search(r"\b(queued|running): \d", body) and re.search(r"\bdone: \d", body):
+            return
+        if not shot_running and "Running for" in body and not re.search(r"\(0%\)", body):  # past "starting"
+            shot(page, f"{prefix}jobs_running")
+            shot_running = True
+        page.wait_for_timeout(2000)
+    shot(page, f"{prefix}jobs_timeout")
+    raise AssertionError(f"The jobs did not finish in {timeout_s} s:\n{page.inner_text('body')[-2000:]}")

@@ -11,12 +11,12 @@ bundled model.
 import csv
 import io
 import re
-import time
 
 import pytest
 
 from tests.e2e.conftest import SHOTS, requires_chromium
 from tests.e2e.conftest import shot as _shot
+from tests.e2e.conftest import wait_for_jobs
 
 JOB_TIMEOUT_S = 1200  # all demo jobs; a loaded 2-core CPU needs several minutes
 
@@ -24,24 +24,7 @@ pytestmark = [pytest.mark.e2e, requires_chromium]
 
 
 def _wait_for_jobs(page) -> None:
-    """Wait on the Jobs page until no job is queued or running; fail with the error of any that did not succeed.
-    The page's status line reads like "running: 1 · queued: 1 · done: 2"."""
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    shot_running = False
-    while time.monotonic() < deadline:
-        body = page.inner_text("body")
-        if re.search(r"\b(failed|interrupted|cancelled): \d", body):
-            _shot(page, "jobs_failed")
-            alerts = page.locator("[data-testid='stAlert']").all_inner_texts()
-            raise AssertionError(f"A demo job did not succeed: {' | '.join(alerts)}")
-        if not re.search(r"\b(queued|running): \d", body) and re.search(r"\bdone: \d", body):
-            return
-        if not shot_running and "Running for" in body:
-            _shot(page, "jobs_running")
-            shot_running = True
-        page.wait_for_timeout(2000)
-    _shot(page, "jobs_timeout")
-    raise AssertionError(f"The demo jobs did not finish in {JOB_TIMEOUT_S} s:\n{page.inner_text('body')[-2000:]}")
+    wait_for_jobs(page, JOB_TIMEOUT_S, "")
 
 
 def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):

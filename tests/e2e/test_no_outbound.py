@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.e2e, requires_chromium,
                                  reason="strace is missing: run .ci/install_browser.sh (CI does)")]
 
 # sidebar label -> the page's title
-PAGES = {"Experiment": "Experiment", "Results": "Results", "Jobs": "Jobs", "GPU Selector": "GPU Selector",
+PAGES = {"Experiment": "Experiment", "Training": "Training", "Results": "Results", "Jobs": "Jobs", "GPU Selector": "GPU Selector",
          "Reference": "Published reference measurements"}
 INET = re.compile(r'sin6?_addr=inet_(?:addr|pton)\((?:AF_INET6, )?"([^"]+)"\)')
 LOOPBACK = re.compile(r"^(127\.|::1$|::ffff:127\.)")

@@ -8,12 +8,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import requires_bundled
+from tests.faults.conftest import wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs the ray extra: pip install '.[ray]'")
 psutil = pytest.importorskip("psutil")
@@ -33,15 +33,6 @@ def _sweep(seed: int) -> dict:
                      device="cpu", experiment="ray fault test")
     return {"spec": spec.to_dict()}
 
-
-def _wait(what, predicate, timeout_s: float, every_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def _attempts(store, job_id: int) -> list[dict]:
@@ -90,19 +81,19 @@ def test_a_sweep_survives_a_killed_ray_worker_and_is_never_recomputed(coordinato
     store = coordinator
     job_id = store.enqueue("engine.pipeline:run_sweep_job", _sweep(seed=1), "ray sweep", owner="alice")
     # Mid-job: a part has started its child and that child has loaded the model.
-    first = _wait("a part to start", lambda: _attempts(store, job_id), timeout_s=180)[0]
-    _wait("the part to load the model", lambda: any(
+    first = wait_for(what="a part to start", predicate=lambda: _attempts(store, job_id), timeout=180)[0]
+    wait_for(what="the part to load the model", predicate=lambda: any(
         line.startswith(f"[{first['key']}] ") and "tokenizing" in line
-        for line in (store.get_job(job_id)["log"] or "").splitlines()), timeout_s=180)
+        for line in (store.get_job(job_id)["log"] or "").splitlines()), timeout=180)
     child = int(first["child"])
     worker = psutil.Process(child).ppid()  # the Ray worker process running our task
     assert worker == int(first["worker"])
     os.kill(worker, signal.SIGKILL)
     COUNTS["faults injected"] += 1
-    _wait("the killed worker's child to stop (it watches its parent)", lambda: _gone(child), timeout_s=30)
+    wait_for(what="the killed worker's child to stop (it watches its parent)", predicate=lambda: _gone(child), timeout=30)
 
-    job = _wait("the sweep to finish", lambda: (j := store.get_job(job_id))["status"] in
-                ("done", "failed", "cancelled", "interrupted") and j, timeout_s=900, every_s=2)
+    job = wait_for(what="the sweep to finish", predicate=lambda: (j := store.get_job(job_id))["status"] in
+                ("done", "failed", "cancelled", "interrupted") and j, timeout=900, every=2)
     assert job["status"] == "done", (job["error"], job["log"][-3000:])
     COUNTS["jobs finished"] += 1
     retried = [a for a in _attempts(store, job_id) if a["key"] == first["key"]]
@@ -119,8 +110,8 @@ def test_a_sweep_survives_a_killed_ray_worker_and_is_never_recomputed(coordinato
 
     # The same sweep again: every result is reused, no part is sent to Ray.
     again = store.enqueue("engine.pipeline:run_sweep_job", _sweep(seed=1), "ray sweep again")
-    job = _wait("the repeated sweep", lambda: (j := store.get_job(again))["status"] != "queued"
-                and j["status"] != "running" and j, timeout_s=120)
+    job = wait_for(what="the repeated sweep", predicate=lambda: (j := store.get_job(again))["status"] != "queued"
+                and j["status"] != "running" and j, timeout=120)
     assert job["status"] == "done" and sorted(job["result_ids"]) == sorted(results_ids := [r.id for r in results])
     assert "0 part(s) to run, 5 result(s) reused" in job["log"]
     assert len(store.list_results(ids=results_ids)) == 5
@@ -130,14 +121,14 @@ def test_a_sweep_survives_a_killed_ray_worker_and_is_never_recomputed(coordinato
 def test_cancel_stops_the_parts_on_the_cluster(coordinator):
     store = coordinator
     job_id = store.enqueue("engine.pipeline:run_sweep_job", _sweep(seed=2), "ray sweep to cancel")
-    started = _wait("both parts to start", lambda: len(a := _attempts(store, job_id)) >= 2 and a, timeout_s=180)
+    started = wait_for(what="both parts to start", predicate=lambda: len(a := _attempts(store, job_id)) >= 2 and a, timeout=180)
     assert store.request_cancel(job_id) == "running"
     COUNTS["faults injected"] += 1
-    job = _wait("the job to be cancelled", lambda: (j := store.get_job(job_id))["status"] != "running" and j,
-                timeout_s=60)
+    job = wait_for(what="the job to be cancelled", predicate=lambda: (j := store.get_job(job_id))["status"] != "running" and j,
+                timeout=60)
     assert job["status"] == "cancelled", job
     for a in started:  # each part stopped its child's process group
-        _wait(f"child {a['child']} to stop", lambda pid=int(a["child"]): _gone(pid), timeout_s=30)
+        wait_for(what=f"child {a['child']} to stop", predicate=lambda pid=int(a["child"]): _gone(pid), timeout=30)
     from engine.spec import SweepSpec
 
     ids = [e.id for e in SweepSpec.from_dict(_sweep(seed=2)["spec"]).experiments()]

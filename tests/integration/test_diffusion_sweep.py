@@ -194,10 +194,9 @@ def test_pickle_only_folder_refused(tmp_path):
     _refused(lambda: _spec(model=ModelRef(str(tmp_path / "pickled"))), "pickle", tmp_path, ModelLoadError)
 
 
-def test_safetensors_folder_refused_as_not_yet_supported(tmp_path):
+def test_unet_folder_without_a_scheduler_refused(tmp_path):
     folder = tmp_path / "other" / "unet"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text('{"_class_name": "UNet2DModel"}')
     (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"")
-    _refused(lambda: _spec(model=ModelRef(str(tmp_path / "other"))), "only the bundled model", tmp_path,
-             ModelLoadError)
+    _refused(lambda: _spec(model=ModelRef(str(tmp_path / "other"))), "no scheduler", tmp_path, ModelLoadError)

@@ -4,7 +4,6 @@ computed again instead of being reused with empty metrics. Real SQLite files and
 
 import errno
 import hashlib
-import os
 import sqlite3
 
 import pytest

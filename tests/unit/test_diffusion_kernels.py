@@ -1,0 +1,86 @@
+"""The INT8 kernel layers of the diffusion speed stage (engine/diffusion/kernels.py): exact integer
+arithmetic, and a deployed bundled UNet that stays within the limit of modelopt's calibrated model."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.diffusion import kernels
+
+pytestmark = pytest.mark.skipif(bool(kernels.int8_unavailable()), reason=str(kernels.int8_unavailable()))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "sliced"])
+def test_quantize_uint8_gives_the_quantized_integers(layout):
+    x = torch.randn(4, 8, 6, 6) * 3
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        x = x[1:3, :, 1:5]
+    scale = 0.02  # saturates: values beyond +-2.56 clamp to 0 / 255
+    want = torch.clamp(torch.round(x / scale) + 128, 0, 255).to(torch.uint8)
+    got = kernels.quantize_uint8(x, scale)
+    assert got.dtype == torch.uint8 and got.shape == x.shape
+    assert torch.equal(got, want)
+    assert int(got.min()) == 0 and int(got.max()) == 255
+    junk = [torch.full_like(x, 7.0) for _ in range(4)]  # the bytes stay ours after the quantized tensor is gone
+    assert torch.equal(got, want) and junk
+
+
+@pytest.mark.parametrize("stride,layout", [(1, "nchw"), (2, "nchw"), (1, "channels_last")])
+def test_int8_conv_matches_the_integer_convolution(stride, layout):
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randint(-128, 128, (6, 5, 3, 3), generator=gen, dtype=torch.int8)
+    w_scale = torch.rand(6, generator=gen) * 0.01 + 0.001
+    bias = torch.randn(6, generator=gen)
+    amax = 4.0
+    conv = kernels.Int8Conv2d(q, w_scale, bias, amax, (stride, stride), (1, 1), (1, 1), 1)
+    xi = torch.randint(-128, 128, (3, 5, 7, 7), generator=gen).float()  # integers on the activation grid
+    x = xi * (amax / 127.0)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    want = F.conv2d(xi, q.float(), stride=stride, padding=1) * (amax / 127.0) * w_scale.view(1, -1, 1, 1) \
+        + bias.view(1, -1, 1, 1)
+    got = conv(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def deployed_bundled():
+    pytest.importorskip("diffusers")
+    pytest.importorskip("modelopt")
+    from engine.diffusion.bundled import load_bundled
+    from engine.diffusion.quantize import calibration_inputs, quantize
+
+    b = load_bundled()
+    calib = calibration_inputs(b.unet, b.scheduler, [3, 7], 4, 1)
+    calibrated = quantize(b.unet, "int8_sq", calib)
+    deployed, counts = kernels.deploy_int8(b.unet, calibrated)
+    return b, calibrated, deployed, counts, calib
+
+
+def test_deployed_unet_runs_every_quantized_layer_on_int8_kernels(deployed_bundled):
+    b, calibrated, deployed, counts, calib = deployed_bundled
+    convs = [m for m in deployed.modules() if isinstance(m, kernels.Int8Conv2d)]
+    assert counts["conv_int8"] == len(convs) > 0 and counts["linear_int8"] > 0
+    diff = kernels.check_deployed(deployed, calibrated, calib[:2])
+    assert 0.0 < diff <= kernels.MAX_DEPLOY_DIFF  # INT8 kernels, not the float model, and faithful to modelopt's
+    x, t, y = calib[0]
+    with torch.no_grad():
+        out = deployed(x, t, class_labels=y).sample
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_check_deployed_refuses_a_kernel_that_computes_something_else(deployed_bundled):
+    from engine.errors import UnsupportedOnDevice
+
+    b, calibrated, deployed, counts, calib = deployed_bundled
+    conv = next(m for m in deployed.modules() if isinstance(m, kernels.Int8Conv2d))
+    saved = conv.x_scale
+    conv.x_scale = saved / 16  # the wrong activation grid: most activations saturate
+    try:
+        with pytest.raises(UnsupportedOnDevice, match="differs from the calibrated model"):
+            kernels.check_deployed(deployed, calibrated, calib[:2])
+    finally:
+        conv.x_scale = saved
