@@ -12,6 +12,7 @@ Runs in a fresh TLAB_HOME (a temporary folder) unless --home is given (then it r
 The exit status is 1 when a goal is missed.
 
     python benchmarks/recovery_bundled.py [--steps 40] [--lr 5e-5] [--seq-len 128] [--batch-size 4]
+                                          [--sparse-lr LR] [--sparse-steps N] [--only qat|sparse_ft]
                                           [--task-limit 200] [--no-tasks]
 """
 
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-tasks", action="store_true", help="skip task accuracy")
     ap.add_argument("--sparse-lr", type=float, default=None,
                     help="learning rate of sparse fine-tuning (default: --lr); its fine-tuned baseline uses it too")
+    ap.add_argument("--sparse-steps", type=int, default=None,
+                    help="steps of sparse fine-tuning (default: --steps); its fine-tuned baseline uses them too")
     ap.add_argument("--only", choices=["qat", "sparse_ft"], default=None, help="run one recipe (and its baseline)")
     ap.add_argument("--home", default=None, help="TLAB_HOME to use (default: a fresh temporary folder)")
     args = ap.parse_args(argv)
@@ -60,7 +63,9 @@ def main(argv=None) -> int:
                   warmup=max(1, args.steps // 10), device="cpu")
     specs = [TrainingSpec(mode="qat", precision="w4a8_awq", **common),
              TrainingSpec(mode="sparse_ft", sparsity="sparsegpt",
-                          **{**common, "learning_rate": args.sparse_lr or args.lr})]
+                          **{**common, "learning_rate": args.sparse_lr or args.lr,
+                             "steps": args.sparse_steps or args.steps,
+                             "warmup": max(1, (args.sparse_steps or args.steps) // 10)})]
     specs = [s for s in specs if args.only in (None, s.mode)]
     print(f"TLAB_HOME={os.environ['TLAB_HOME']}\nsettings: {common}", flush=True)
 
@@ -126,22 +131,22 @@ def _task_accuracy(lm, load, base, specs, reports, limit, recipes) -> bool:
     from engine.training.run import run_dir
     from engine.training.text import calibration, prepare_text
 
-    ft_folder = checkpoint.latest(run_dir(specs[0].baseline())).folder
-
-    def finetuned():
+    def finetuned(training_spec):  # the fine-tuned baseline this recipe started from
         m = load(ModelRef(), "cpu").model
-        checkpoint.load_model_state(m, ft_folder)
+        checkpoint.load_model_state(m, checkpoint.latest(run_dir(training_spec.baseline())).folder)
         return m
 
-    spec = specs[0]
-    text = prepare_text(lm.tokenizer, spec.data, spec.seq_len, spec.eval_tokens)
-    calib = calibration(text, spec.calib_size, spec.seq_len, spec.seed)
-    pruned = recipes.sparsify_for_training(finetuned(), specs[1].sparsity, calib)
+    qat, sparse = specs
+    text = prepare_text(lm.tokenizer, qat.data, qat.seq_len, qat.eval_tokens)
+    calib = calibration(text, qat.calib_size, qat.seq_len, qat.seed)
+    pruned = recipes.sparsify_for_training(finetuned(sparse), sparse.sparsity, calib)
     recipes.finish_sparse(pruned, recipes.sparse_masks(pruned))
     models = [("original model", lm.model), ("BF16 fine-tuned (baseline)", base.model),
-              (specs[0].parent_label, recipes.quantize_for_qat(finetuned(), spec.precision, calib)),
-              (specs[0].label, reports["qat"].model), (specs[1].parent_label, pruned),
-              (specs[1].label, reports["sparse_ft"].model)]
+              (qat.parent_label, recipes.quantize_for_qat(finetuned(qat), qat.precision, calib)),
+              (qat.label, reports["qat"].model), (sparse.parent_label, pruned),
+              (sparse.label, reports["sparse_ft"].model)]
+    if sparse.baseline().id != qat.baseline().id:
+        models.insert(4, ("BF16 fine-tuned (sparse run's baseline)", finetuned(sparse)))
     print(f"\nOffline task accuracy ({OFFLINE_TASK}, {limit or 'all'} questions, 0-shot; chance 25%)")
     with job_threads("cpu"):
         for name, model in models:

@@ -20,7 +20,7 @@ from tests.e2e.conftest import wait_for_jobs
 
 JOB_TIMEOUT_S = 1200  # all demo jobs; a loaded 2-core CPU needs several minutes
 
-pytestmark = [pytest.mark.e2e, requires_chromium]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, requires_chromium]
 
 
 def _wait_for_jobs(page) -> None:
