@@ -120,3 +120,28 @@ def test_store_points_tolerate_missing_store_and_plain_frames():
                                        (None, None)])
 def test_gpu_names_map_to_catalog_ids(name, gid):
     assert calibrate.gpu_id_from_name(name) == gid
+
+
+def test_page_reruns_during_a_fit_wait_for_it_instead_of_fitting_again(monkeypatch):
+    """A Streamlit re-run that arrives while the GPU Selector's fit is under way must reuse that fit: two
+    parallel fits of the same points on 2 cores made the page wait minutes (the browser test timed out)."""
+    import threading
+    import time
+
+    fits = []
+
+    def slow_fit(points, ratios=None):
+        fits.append(threading.get_ident())
+        time.sleep(0.3)
+        return f"calibration of {len(points)} points"
+
+    monkeypatch.setattr(calibrate, "fit_cached", slow_fit)
+    monkeypatch.setattr(calibrate, "_FITS", {})
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(calibrate.default_calibration(include_store=False)))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(fits) == 1 and len(set(got)) == 1 and len(got) == 4
