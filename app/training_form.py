@@ -4,7 +4,6 @@ uploaded file) and `upload_problems` (counts the file's tokens)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from typing import Any
@@ -17,7 +16,7 @@ from engine.paths import tlab_home
 from engine.spec import BUNDLED_MODEL, ModelRef
 from engine.training import checkpoint
 from engine.training.run import run_dir, training_payload
-from engine.training.spec import MAX_LR, MAX_STEPS, TrainingSpec
+from engine.training.spec import MAX_LR, MAX_STEPS, MODE_DEFAULTS, TrainingSpec, mode_default
 
 TRAINING_FN = "engine.training.run:run_training_job"  # on engine.store.job_functions' allow-list
 
@@ -28,12 +27,19 @@ DEFAULT_SPARSITY = "sparsegpt"
 STOPPED = ("cancelled", "interrupted", "failed")  # a Resume picks these up at their last checkpoint
 
 
-def default(name: str) -> Any:
-    """TrainingSpec's default for field `name` (the form starts from the engine's defaults)."""
-    for f in dataclasses.fields(TrainingSpec):
-        if f.name == name:
-            return f.default
-    raise KeyError(name)
+def default(name: str, mode: str = "qat") -> Any:
+    """The engine's default for field `name` in training `mode` (the form starts from it)."""
+    return mode_default(mode, name)
+
+
+WIDGET_STEMS = {"learning_rate": "lr"}
+
+
+def field_key(name: str, mode: str) -> str:
+    """The widget key of field `name`: a field whose default depends on the mode is its own widget per mode,
+    so switching mode shows that mode's default (and keeps what the user typed for the other)."""
+    stem = f"train_{WIDGET_STEMS.get(name, name)}"
+    return f"{stem}_{mode}" if name in MODE_DEFAULTS.get(mode, {}) else stem
 
 
 # (key, label, low, high, help): every whole-number field of the form, with TrainingSpec's own bounds

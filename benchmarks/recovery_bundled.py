@@ -11,7 +11,7 @@ Prints, whatever they are:
 Runs in a fresh TLAB_HOME (a temporary folder) unless --home is given (then it resumes there).
 The exit status is 1 when a goal is missed.
 
-    python benchmarks/recovery_bundled.py [--steps 40] [--lr 5e-5] [--seq-len 128] [--batch-size 4]
+    python benchmarks/recovery_bundled.py [--steps 40] [--lr 5e-5] [--seq-len 128] [--batch-size 4]   (QAT)
                                           [--sparse-lr LR] [--sparse-steps N] [--only qat|sparse_ft]
                                           [--task-limit 200] [--no-tasks]
 """
@@ -43,9 +43,11 @@ def main(argv=None) -> int:
     ap.add_argument("--task-limit", type=int, default=200, help="questions of the offline task (None: all)")
     ap.add_argument("--no-tasks", action="store_true", help="skip task accuracy")
     ap.add_argument("--sparse-lr", type=float, default=None,
-                    help="learning rate of sparse fine-tuning (default: --lr); its fine-tuned baseline uses it too")
+                    help="learning rate of sparse fine-tuning (default: its mode default, 2e-4); its fine-tuned "
+                         "baseline uses it too")
     ap.add_argument("--sparse-steps", type=int, default=None,
-                    help="steps of sparse fine-tuning (default: --steps); its fine-tuned baseline uses them too")
+                    help="steps of sparse fine-tuning (default: its mode default, 100); its fine-tuned baseline "
+                         "uses them too")
     ap.add_argument("--only", choices=["qat", "sparse_ft"], default=None, help="run one recipe (and its baseline)")
     ap.add_argument("--home", default=None, help="TLAB_HOME to use (default: a fresh temporary folder)")
     args = ap.parse_args(argv)
@@ -55,19 +57,23 @@ def main(argv=None) -> int:
     from engine.models import load_model
     from engine.store import open_store
     from engine.training import recipes
-    from engine.training.spec import TrainingSpec
+    from engine.training.spec import TrainingSpec, mode_default
     from engine.training.run import run_training
 
     common = dict(steps=args.steps, learning_rate=args.lr, seq_len=args.seq_len, batch_size=args.batch_size,
                   grad_accum=args.grad_accum, eval_tokens=args.eval_tokens, calib_size=args.calib_size,
                   warmup=max(1, args.steps // 10), device="cpu")
+    sparse_steps = args.sparse_steps or mode_default("sparse_ft", "steps")
     specs = [TrainingSpec(mode="qat", precision="w4a8_awq", **common),
              TrainingSpec(mode="sparse_ft", sparsity="sparsegpt",
-                          **{**common, "learning_rate": args.sparse_lr or args.lr,
-                             "steps": args.sparse_steps or args.steps,
-                             "warmup": max(1, (args.sparse_steps or args.steps) // 10)})]
+                          **{**common, "learning_rate": args.sparse_lr or mode_default("sparse_ft", "learning_rate"),
+                             "steps": sparse_steps, "warmup": max(1, sparse_steps // 10)})]
     specs = [s for s in specs if args.only in (None, s.mode)]
     print(f"TLAB_HOME={os.environ['TLAB_HOME']}\nsettings: {common}", flush=True)
+    for spec in specs:
+        changed = {k: getattr(spec, k) for k in common if getattr(spec, k) != common[k]}
+        if changed:
+            print(f"  {spec.mode} (and its fine-tuned baseline): {changed}", flush=True)
 
     cache = {}
 

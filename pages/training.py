@@ -18,9 +18,9 @@ from engine.training.run import loss_curves
 
 REFRESH_S = 3.0
 DATA_KINDS = {"bundled": "Bundled text (offline)", "upload": "Upload a file"}
-FIELD_KEYS = [f"train_{key}" for key, *_ in tf.MAIN_FIELDS + tf.ADVANCED_FIELDS]
-FORM_KEYS = ["train_mode", "train_precision", "train_sparsity", "train_lr", "train_data_kind",
-             "train_upload"] + FIELD_KEYS
+FIELD_KEYS = sorted({tf.field_key(key, mode) for key, *_ in tf.MAIN_FIELDS + tf.ADVANCED_FIELDS + [("learning_rate",)]
+                     for mode in tf.MODE_LABELS})
+FORM_KEYS = ["train_mode", "train_precision", "train_sparsity", "train_data_kind", "train_upload"] + FIELD_KEYS
 STATUS_ICONS = {"queued": ":material/schedule:", "running": ":material/autorenew:", "done": ":material/check_circle:",
                 "failed": ":material/error:", "cancelled": ":material/block:", "interrupted": ":material/warning:"}
 
@@ -86,14 +86,16 @@ def _form() -> None:
 
     columns = st.columns(len(tf.MAIN_FIELDS) + 1)
     for column, (key, label, low, high, help_) in zip(columns, tf.MAIN_FIELDS):
-        values[key] = number_field(column, label, f"train_{key}", tf.default(key), low, high, problems, help=help_)
-    values["learning_rate"] = columns[-1].number_input("Learning rate", value=tf.default("learning_rate"),
-                                                       step=1e-5, format="%.1e", key="train_lr", help=tf.LR_HELP)
+        values[key] = number_field(column, label, tf.field_key(key, mode), tf.default(key, mode), low, high, problems,
+                                   help=help_)
+    values["learning_rate"] = columns[-1].number_input(
+        "Learning rate", value=tf.default("learning_rate", mode), step=1e-5, format="%.1e",
+        key=tf.field_key("learning_rate", mode), help=tf.LR_HELP)
     with st.expander("Advanced"):
         columns = st.columns(len(tf.ADVANCED_FIELDS))
         for column, (key, label, low, high, help_) in zip(columns, tf.ADVANCED_FIELDS):
-            values[key] = number_field(column, label, f"train_{key}", tf.default(key), low, high, problems,
-                                       help=help_)
+            values[key] = number_field(column, label, tf.field_key(key, mode), tf.default(key, mode), low, high,
+                                       problems, help=help_)
 
     data_kind = st.radio("Training text", list(DATA_KINDS), format_func=DATA_KINDS.get, horizontal=True,
                          key="train_data_kind")

@@ -7,7 +7,7 @@ import sys
 
 from engine import registry
 from engine.spec import ModelRef
-from engine.training.spec import MODES, TrainingSpec
+from engine.training.spec import MODE_DEFAULTS, MODES, TrainingSpec, mode_default
 
 DEFAULTS = TrainingSpec(precision="w4a8_awq")
 
@@ -30,8 +30,10 @@ def add_train_parser(sub) -> None:
                               ("--grad-accum", "grad_accum", int), ("--seed", "seed", int),
                               ("--warmup", "warmup", int), ("--eval-tokens", "eval_tokens", int),
                               ("--calib-size", "calib_size", int), ("--checkpoint-every", "checkpoint_every", int)):
-        p.add_argument(flag, dest=field, type=kind, default=getattr(DEFAULTS, field),
-                       help=f"default {getattr(DEFAULTS, field)}")
+        by_mode = {m: d[field] for m, d in MODE_DEFAULTS.items() if field in d}
+        p.add_argument(flag, dest=field, type=kind, default=None if by_mode else getattr(DEFAULTS, field),
+                       help=f"default {getattr(DEFAULTS, field)}"
+                            + "".join(f", {v} for {m}" for m, v in by_mode.items()))
     p.add_argument("--task-limit", dest="task_limit", type=int, default=None,
                    help="also score offline task accuracy (tlab_doc_continuation, its first N of 400 questions) of "
                         "the fine-tuned baseline, the PTQ/sparsified model and the trained one (needs lm-eval)")
@@ -49,7 +51,8 @@ def spec_from_args(args: argparse.Namespace) -> TrainingSpec:
         precision = DEFAULTS.precision
     return TrainingSpec(model=ModelRef(args.model, trust_remote_code=args.trust_remote_code), mode=args.mode,
                         precision=precision, sparsity=args.sparsity, data=args.data, device=args.device,
-                        **{f: getattr(args, f) for f in fields})
+                        **{f: mode_default(args.mode, f) if getattr(args, f) is None and f != "task_limit"
+                           else getattr(args, f) for f in fields})
 
 
 def run_train_cmd(args: argparse.Namespace) -> int:

@@ -41,6 +41,27 @@ def test_the_form_starts_from_the_training_spec_defaults(app_home):
     assert any("No training runs yet" in i.value for i in at.info)
 
 
+def test_sparse_fine_tuning_starts_from_its_own_defaults_and_queues_them(app_home):
+    """Sparse fine-tuning has a bigger gap to close: the form switches to its steps, LR and warm-up (and back),
+    and Start queues what is shown."""
+    from engine.training.spec import MODE_DEFAULTS
+
+    at = open_page("training")
+    at.radio(key="train_mode").set_value("sparse_ft").run()
+    assert not at.exception and not at.error
+    for name, value in MODE_DEFAULTS["sparse_ft"].items():
+        assert at.number_input(key=tf.field_key(name, "sparse_ft")).value == value, name
+    assert at.number_input(key="train_seq_len").value == tf.default("seq_len")
+    at.radio(key="train_mode").set_value("qat").run()
+    assert at.number_input(key="train_steps").value == tf.default("steps")
+    at.radio(key="train_mode").set_value("sparse_ft").run()
+    at.button(key="train_start").click().run()
+    (job,) = app_home.list_jobs()
+    queued = TrainingSpec.from_dict(job["payload"]["spec"])
+    assert (queued.mode, queued.steps, queued.learning_rate, queued.warmup) == (
+        "sparse_ft", 100, 2e-4, 10)
+
+
 def test_a_learning_rate_of_zero_is_shown_and_queues_nothing(app_home):
     at = open_page("training")
     at.number_input(key="train_lr").set_value(0.0).run()

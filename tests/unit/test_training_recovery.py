@@ -58,6 +58,12 @@ def test_cli_takes_a_task_limit():
     add_train_parser(parser.add_subparsers())
     assert spec_from_args(parser.parse_args(["train", "--task-limit", "40"])).task_limit == 40
     assert spec_from_args(parser.parse_args(["train"])).task_limit is None
+    qat = spec_from_args(parser.parse_args(["train"]))
+    sparse = spec_from_args(parser.parse_args(["train", "--mode", "sparse_ft", "--sparsity", "sparsegpt"]))
+    assert (qat.steps, qat.learning_rate, qat.warmup) == (40, 5e-5, 4)
+    assert (sparse.steps, sparse.learning_rate, sparse.warmup) == (100, 2e-4, 10)  # its own defaults
+    typed = spec_from_args(parser.parse_args(["train", "--mode", "sparse_ft", "--sparsity", "magnitude", "--lr", "1e-5"]))
+    assert (typed.steps, typed.learning_rate) == (100, 1e-5)  # what the user typed wins
 
 
 # --- figures on the sweep axes ----------------------------------------------------------------------
