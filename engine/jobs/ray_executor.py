@@ -138,6 +138,13 @@ class RayCoordinator:
                     self.ray.cancel(ref)
                 deadline = time.monotonic() + CANCEL_WAIT_S
             if deadline is not None and time.monotonic() > deadline:
+                # A part still running did not take the KeyboardInterrupt (it can be lost inside a library
+                # call): end its Ray worker; the part's child watches its parent and stops too.
+                for ref in pending:
+                    self.ray.cancel(ref, force=True)
+                if pending:
+                    log.warning("job %s: %d part(s) ignored the cancel for %.0f s; their Ray workers were ended",
+                                job_id, len(pending), CANCEL_WAIT_S)
                 break
         self._relay(job_id, states)
         return outcome
