@@ -33,7 +33,8 @@ def add_train_parser(sub) -> None:
         by_mode = {m: d[field] for m, d in MODE_DEFAULTS.items() if field in d}
         p.add_argument(flag, dest=field, type=kind, default=None if by_mode else getattr(DEFAULTS, field),
                        help=f"default {getattr(DEFAULTS, field)}"
-                            + "".join(f", {v} for {m}" for m, v in by_mode.items()))
+                            + "".join(f", {v} for {m}" for m, v in by_mode.items())
+                            + (" (at most a tenth of --steps unless given)" if field == "warmup" else ""))
     p.add_argument("--task-limit", dest="task_limit", type=int, default=None,
                    help="also score offline task accuracy (tlab_doc_continuation, its first N of 400 questions) of "
                         "the fine-tuned baseline, the PTQ/sparsified model and the trained one (needs lm-eval)")
@@ -49,10 +50,12 @@ def spec_from_args(args: argparse.Namespace) -> TrainingSpec:
     precision = args.precision if args.mode == "qat" else None
     if args.mode == "qat" and args.precision is None and args.sparsity is None:
         precision = DEFAULTS.precision
+    values = {f: mode_default(args.mode, f) if getattr(args, f) is None and f != "task_limit" else getattr(args, f)
+              for f in fields}
+    if args.warmup is None:  # not typed: a tenth of the steps at most, so a shorter run needs no --warmup too
+        values["warmup"] = min(values["warmup"], max(1, values["steps"] // 10))
     return TrainingSpec(model=ModelRef(args.model, trust_remote_code=args.trust_remote_code), mode=args.mode,
-                        precision=precision, sparsity=args.sparsity, data=args.data, device=args.device,
-                        **{f: mode_default(args.mode, f) if getattr(args, f) is None and f != "task_limit"
-                           else getattr(args, f) for f in fields})
+                        precision=precision, sparsity=args.sparsity, data=args.data, device=args.device, **values)
 
 
 def run_train_cmd(args: argparse.Namespace) -> int:

@@ -64,6 +64,8 @@ def test_cli_takes_a_task_limit():
     assert (sparse.steps, sparse.learning_rate, sparse.warmup) == (100, 2e-4, 10)  # its own defaults
     typed = spec_from_args(parser.parse_args(["train", "--mode", "sparse_ft", "--sparsity", "magnitude", "--lr", "1e-5"]))
     assert (typed.steps, typed.learning_rate) == (100, 1e-5)  # what the user typed wins
+    short = spec_from_args(parser.parse_args(["train", "--mode", "sparse_ft", "--sparsity", "sparsegpt", "--steps", "5"]))
+    assert short.warmup == 1  # a shorter run shortens the untyped warm-up instead of refusing it
 
 
 # --- figures on the sweep axes ----------------------------------------------------------------------
