@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import streamlit as st
@@ -15,30 +13,12 @@ from engine.errors import TlabError
 @st.cache_resource(show_spinner=False)
 def _bundled_tokenizer():
     """The bundled model's tokenizer. Converting it from the GGUF takes 7-17 s on a 2-core CPU, so the
-    converted copy is kept under $TLAB_HOME/cache (3.4 MB, 0.5 s to load) for the next server."""
-    import transformers
-    from transformers import AutoTokenizer
-
+    converted copy is kept in the cache folder (engine/models/gguf_cache.py: 3.4 MB, 0.5 s to load)."""
     from engine.models.bundled import bundled_gguf
-    from engine.paths import tlab_home
+    from engine.models.gguf_cache import load_tokenizer
 
     folder, gguf = bundled_gguf()
-    info = (folder / gguf).stat()
-    version = f"{info.st_size}-{info.st_mtime_ns}-{transformers.__version__}"  # a new file or library converts again
-    copy = tlab_home() / "cache" / "tokenizers" / f"{gguf}-{version}"
-    if (copy / "tokenizer_config.json").is_file():
-        try:
-            return AutoTokenizer.from_pretrained(str(copy))
-        except Exception:  # a damaged copy (tokenizers raises plain Exception): it is only a shortcut, convert again
-            pass
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf)
-    partial = copy.with_name(f"{copy.name}.{os.getpid()}.partial")
-    try:  # written aside, then renamed: another server never reads half a copy
-        tokenizer.save_pretrained(str(partial))
-        partial.rename(copy)
-    except OSError:  # read-only home, or another server just saved it: the copy is only a shortcut
-        shutil.rmtree(partial, ignore_errors=True)
-    return tokenizer
+    return load_tokenizer(folder / gguf)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -36,6 +36,12 @@ def tlab_home() -> Path:
     return home
 
 
+def cache_dir() -> Path:
+    """$TLAB_CACHE if set, else <home>/cache: copies kept only to save time (converted models), safe to delete."""
+    env = os.environ.get("TLAB_CACHE")
+    return Path(env).expanduser() if env else tlab_home() / "cache"
+
+
 def default_store_url() -> str:
     """$TLAB_STORE_URL if set, else a SQLite file in the home folder."""
     if os.environ.get("TLAB_STORE_URL"):

@@ -11,9 +11,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(scope="session")
+def _shared_cache(tmp_path_factory):
+    """One cache folder for the whole run: it only holds copies that save time (the bundled model
+    converted from its GGUF, the estimator's fit), so tests convert and fit once, not each time."""
+    return tmp_path_factory.mktemp("tlab-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path, monkeypatch):
+def _isolated_home(tmp_path, monkeypatch, _shared_cache):
     monkeypatch.setenv("TLAB_HOME", str(tmp_path / "tlab-home"))
+    monkeypatch.setenv("TLAB_CACHE", str(_shared_cache))
     monkeypatch.delenv("TLAB_STORE_URL", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     yield

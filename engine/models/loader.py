@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelLoadError
+from engine.models import gguf_cache
 from engine.models.bundled import BUNDLED_HF_ID, BUNDLED_NAME, bundled_gguf
 from engine.models.facts import model_facts
 from engine.spec import BUNDLED_MODEL, ModelRef
@@ -88,10 +89,16 @@ def load_model(ref: ModelRef, device: str = "cpu", dtype: Any = None) -> LoadedM
         # A hub id: use the local cache when it has the model; otherwise fail fast when the hub is
         # unreachable instead of sitting through huggingface_hub's retries.
         kwargs["local_files_only"] = _cached(loc.path, kwargs) or not hub_reachable()
+    local_gguf = Path(loc.path, loc.gguf_file) if loc.gguf_file and Path(loc.path).is_dir() else None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(loc.path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            loc.path, dtype=dtype or torch.float32, use_safetensors=None if loc.gguf_file else True, **kwargs)
+        if local_gguf:  # converted once, then read from the kept copy (engine/models/gguf_cache.py)
+            del kwargs["gguf_file"]
+            tokenizer = gguf_cache.load_tokenizer(local_gguf, **kwargs)
+            model = gguf_cache.load_causal_lm(local_gguf, dtype or torch.float32, **kwargs)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(loc.path, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                loc.path, dtype=dtype or torch.float32, use_safetensors=None if loc.gguf_file else True, **kwargs)
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises OSError/ValueError/EnvironmentError with long texts

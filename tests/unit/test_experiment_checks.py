@@ -112,10 +112,10 @@ def test_the_kept_tokenizer_copy_counts_like_the_gguf(tmp_path, monkeypatch):
     from app import data_check
     from engine.data import available_tokens
 
-    monkeypatch.setenv("TLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TLAB_CACHE", str(tmp_path / "cache"))  # empty: the first call converts
     data_check._bundled_tokenizer.clear()
     converted = data_check._bundled_tokenizer()  # from the GGUF; keeps a copy
-    (copy,) = (tmp_path / "home" / "cache" / "tokenizers").iterdir()
+    (copy,) = (tmp_path / "cache" / "gguf").glob("*/tokenizer")
     data_check._bundled_tokenizer.clear()
     kept = data_check._bundled_tokenizer()  # from the copy
     assert kept is not converted and kept.name_or_path == str(copy)

@@ -34,6 +34,7 @@ def _store_folder() -> Path:
 def test_cache_and_store_share_tlab_home(monkeypatch, tmp_path):
     home = tmp_path / "lab home"
     monkeypatch.setenv("TLAB_HOME", str(home))
+    monkeypatch.delenv("TLAB_CACHE", raising=False)  # the suite shares one (tests/conftest.py)
     monkeypatch.setenv("HOME", str(tmp_path / "user"))
     assert paths.tlab_home() == home
     assert _fit_cache_files(monkeypatch, tmp_path) == [next((home / "cache").glob("perf_calibration_*.json"))]
@@ -44,6 +45,7 @@ def test_without_tlab_home_both_use_the_platform_data_folder(monkeypatch, tmp_pa
     import platformdirs
 
     monkeypatch.delenv("TLAB_HOME", raising=False)
+    monkeypatch.delenv("TLAB_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "user"))  # where a '~/.tlab' default would land
     data = tmp_path / "data"
     monkeypatch.setattr(platformdirs, "user_data_dir", lambda appname=None, *a, **k: str(data / appname))
@@ -53,6 +55,13 @@ def test_without_tlab_home_both_use_the_platform_data_folder(monkeypatch, tmp_pa
     assert len(files) == 1 and files[0].parent == home / "cache"
     assert _store_folder() == home
     assert not (tmp_path / "user" / ".tlab").exists()
+
+
+def test_tlab_cache_moves_only_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("TLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TLAB_CACHE", str(tmp_path / "shared cache"))
+    assert _fit_cache_files(monkeypatch, tmp_path) == [next((tmp_path / "shared cache").glob("perf_calibration_*.json"))]
+    assert _store_folder() == tmp_path / "home"
 
 
 @pytest.mark.parametrize("module", ["engine.perf.calibrate", "engine.perf.catalog"])
