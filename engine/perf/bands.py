@@ -3,7 +3,9 @@
 The residuals come from the leave-one-group-out protocols (engine/perf/holdout.py), saved by
 `python benchmarks/estimator_accuracy.py --write` to engine/perf/heldout.csv. A query falls in a regime:
 its GPU seen by the fit or not, its model family seen or not, and what is estimated (decode-bound
-throughput, prefill-bound throughput, time to first token). The band's log half-width is the conformal
+throughput, prefill-bound throughput, time to first token), for a dense or a mixture-of-experts model (MoE
+estimates err several times more: one family's residuals must not widen every dense band, nor the dense ones
+narrow an MoE band; an MoE cell with too few points falls back to the dense band and says so). The band's log half-width is the conformal
 quantile of |log(estimate / published)| of the held-out points of that regime: with n exchangeable points,
 the ceil((n + 1) * level)-th smallest covers a new point with probability >= level.
 """
@@ -52,9 +54,23 @@ def model_family(model_id) -> str:
     return m.group(1) if m else re.sub(r"[-_]?\d+(\.\d+)?[bm]$", "", name)
 
 
-def quantity(metric: str, phase: str) -> str:
-    """'ttft', or throughput split by what bounds it: 'decode' (memory) or 'prefill' (compute)."""
-    return "ttft" if metric == "ttft" else phase
+MOE = " (MoE)"
+
+
+def quantity(metric: str, phase: str, moe: bool = False) -> str:
+    """'ttft', or throughput split by what bounds it: 'decode' (memory) or 'prefill' (compute); MoE marked."""
+    return ("ttft" if metric == "ttft" else phase) + (MOE if moe else "")
+
+
+@lru_cache(maxsize=256)
+def is_moe(model_id) -> bool:
+    """Whether the architecture catalog (or the model's config) says it routes through experts."""
+    from engine.perf import arch
+
+    try:
+        return arch.resolve(model_id).is_moe
+    except Exception:  # noqa: BLE001 - an unknown model: the estimate itself says so; its band is dense
+        return False
 
 
 def regime(gpu_seen: bool, family_seen: bool) -> str:
@@ -72,7 +88,7 @@ def conformal_quantile(abs_res, level: float = NOMINAL) -> float:
 
 def with_cells(res: pd.DataFrame) -> pd.DataFrame:
     return res.assign(regime=[regime(g, f) for g, f in zip(res.gpu_seen, res.family_seen)],
-                      quantity=[quantity(m, p) for m, p in zip(res.metric, res.phase)])
+                      quantity=[quantity(m, p, is_moe(i)) for m, p, i in zip(res.metric, res.phase, res.model_id)])
 
 
 def table(res: pd.DataFrame, level: float = NOMINAL) -> dict:
@@ -98,6 +114,9 @@ def lookup(tab: dict, reg: str, qty: str) -> tuple[float, str]:
         q, n = tab.get(key, (math.inf, 0))
         if n >= MIN_POINTS and math.isfinite(q):
             return q, f"{n} held-out points ({key[0]}, {qty})"
+    if qty.endswith(MOE):  # no MoE residuals to go on: the dense band, which likely understates the error
+        q, basis = lookup(tab, reg, qty.removesuffix(MOE))
+        return q, f"{basis}; fewer than {MIN_POINTS} MoE points, so the dense band"
     return math.inf, "no held-out points"
 
 
@@ -115,14 +134,14 @@ def shipped_table() -> dict:
     return table(h) if len(h) else {}
 
 
-def band(gpu_seen: bool, family_seen: bool, qty: str) -> tuple[float, str, str] | None:
+def band(gpu_seen: bool, family_seen: bool, qty: str, moe: bool = False) -> tuple[float, str, str] | None:
     """(relative band: high = estimate * (1 + band), low = estimate / (1 + band); regime; basis) or None
     when no held-out residuals ship."""
     tab = shipped_table()
     if not tab:
         return None
     reg = regime(gpu_seen, family_seen)
-    q, basis = lookup(tab, reg, qty)
+    q, basis = lookup(tab, reg, qty + (MOE if moe else ""))
     if not math.isfinite(q):
         return None
     return math.expm1(q), reg, basis

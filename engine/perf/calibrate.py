@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from engine.paths import tlab_home
+from engine.paths import cache_dir
 from engine.perf import arch as arch_mod
 from engine.perf import catalog
 from engine.perf.formats import kv_bytes
@@ -275,7 +275,8 @@ class Calibration:
             return None
         fams = set(self.points.model_id.map(bands.model_family))
         gpu_seen, fam_seen = gpu_id in set(self.points.gpu_id), bands.model_family(model_id) in fams
-        got = [bands.band(gpu_seen, fam_seen, q) for q in ([phase] if phase else ["decode", "prefill"])]
+        moe = bands.is_moe(model_id)
+        got = [bands.band(gpu_seen, fam_seen, q, moe) for q in ([phase] if phase else ["decode", "prefill"])]
         if not all(got):
             return None
         b = max(got, key=lambda x: x[0])
@@ -377,9 +378,9 @@ def _cache_key(points: pd.DataFrame, ratios: pd.DataFrame | None = None) -> str:
 
 
 def fit_cached(points: pd.DataFrame, ratios: pd.DataFrame | None = None) -> Calibration:
-    """`fit`, remembered on disk under $TLAB_HOME/cache keyed by the points and the model version."""
+    """`fit`, remembered on disk in the cache folder (engine.paths.cache_dir), keyed by the points and the model version."""
     key = _cache_key(points, ratios)
-    path = tlab_home() / "cache" / f"perf_calibration_{key}.json"
+    path = cache_dir() / f"perf_calibration_{key}.json"
     if path.is_file():
         try:
             saved = json.loads(path.read_text())

@@ -22,12 +22,13 @@ def test_conformal_band_covers_new_points_at_the_nominal_rate():
     assert 0.76 <= cover <= 0.86
 
 
-def _res(group_err: dict) -> pd.DataFrame:
+def _res(group_err: dict, model_id: str = "meta-llama/Llama-2-7b-hf", n: int = 20) -> pd.DataFrame:
     rows = []
     for grp, err in group_err.items():
-        for i in range(20):
-            rows.append(dict(protocol="gpu_id", held_out=grp, gpu_id=grp, family="llama-2", metric="throughput",
-                             phase="decode", gpu_seen=False, family_seen=True, log_ratio=err * (1 + i / 20)))
+        for i in range(n):
+            rows.append(dict(protocol="gpu_id", held_out=grp, gpu_id=grp, model_id=model_id,
+                             family=bands.model_family(model_id), metric="throughput", phase="decode",
+                             gpu_seen=False, family_seen=True, log_ratio=err * (1 + i / n)))
     return pd.DataFrame(rows)
 
 
@@ -46,6 +47,32 @@ def test_regimes_and_fallback():
     q2, basis2 = bands.lookup(tab, "GPU and family seen", "decode")  # no cell: every regime together
     assert q2 == q and "any" in basis2
     assert bands.lookup(tab, "GPU unseen", "ttft")[0] == math.inf
+
+
+def test_an_moe_model_has_its_own_band_and_leaves_the_dense_one_alone():
+    dense = _res({"a100": 0.1, "h100": 0.2})
+    moe = _res({"a100": 1.0, "h100": 1.5}, model_id="mistralai/Mixtral-8x7B-v0.1", n=10)
+    tab = bands.table(pd.concat([dense, moe]))
+    q_dense, _ = bands.lookup(tab, "GPU unseen", "decode")
+    q_moe, basis = bands.lookup(tab, "GPU unseen", bands.quantity("throughput", "decode", moe=True))
+    assert q_dense == bands.lookup(bands.table(dense), "GPU unseen", "decode")[0]  # MoE errors do not widen it
+    assert q_moe > 1.0 and "(MoE)" in basis
+
+
+def test_too_few_moe_points_fall_back_to_the_dense_band_and_say_so():
+    dense = _res({"a100": 0.1, "h100": 0.2})
+    thin = _res({"a100": 1.0}, model_id="mistralai/Mixtral-8x7B-v0.1", n=3)
+    tab = bands.table(pd.concat([dense, thin]))
+    q, basis = bands.lookup(tab, "GPU unseen", "decode (MoE)")
+    assert q == bands.lookup(tab, "GPU unseen", "decode")[0] and "so the dense band" in basis
+
+
+def test_the_shipped_band_of_an_moe_model_is_wider_than_a_dense_models():
+    for qty in ("decode", "prefill", "ttft"):
+        dense, moe = bands.band(False, True, qty), bands.band(False, True, qty, moe=True)
+        assert moe[0] > dense[0] or "so the dense band" in moe[2], qty  # prefill: too few MoE points
+    assert bands.band(False, True, "decode", moe=True)[0] > 2 * bands.band(False, True, "decode")[0]
+    assert bands.is_moe("mistralai/Mixtral-8x7B-v0.1") and not bands.is_moe("meta-llama/Llama-2-7b-hf")
 
 
 @pytest.mark.parametrize("mid, fam", [("meta-llama/Llama-3.1-70B", "llama-3"),
