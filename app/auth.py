@@ -107,7 +107,12 @@ def _oidc(store) -> dict | None:
                          "`pip install 'streamlit[auth]'` and a complete [auth] section in "
                          ".streamlit/secrets.toml (docs/deploy_team.md).")
         st.stop()
-    name = str(st.user.get("email") or st.user.get("sub") or "")
+    name = auth.oidc_user_name(st.user)
+    if name is None:  # a provider that sends no subject: nobody to own jobs
+        st.error("Your identity provider sent neither an e-mail address nor a subject (`sub`) for you, "
+                 "so this server cannot tell who you are. Ask its administrator.")
+        st.button("Sign out", key="oidc_sign_out", on_click=sign_out)
+        st.stop()
     user = {"name": name, "is_admin": auth.is_admin(store, name)}
     st.session_state[SESSION_KEY] = user
     return user

@@ -9,7 +9,7 @@ Modes (`TLAB_AUTH`):
 - `oidc`: Streamlit's `st.login` with an identity provider configured in `[auth]` of
   `.streamlit/secrets.toml`; it is chosen by itself when that section exists and TLAB_AUTH is unset.
 Administrators: users added with `--admin`, plus the identities listed in `TLAB_ADMINS` (comma-separated,
-e.g. the e-mail addresses of OIDC users).
+e.g. the e-mail addresses of OIDC users). An OIDC user is named by `oidc_user_name`.
 """
 
 from __future__ import annotations
@@ -104,9 +104,19 @@ def authenticate(store, name: str, password: str) -> dict | None:
     return {"name": user["name"], "is_admin": bool(user["is_admin"]) or user["name"] in admin_names()}
 
 
+OWNER_MAX = 200  # characters of a name a job or result records as its owner
+
+
+def same_identity(a: str | None, b: str | None) -> bool:
+    """Two names of one user: equal, or the same e-mail address in another case (providers differ in the
+    case they send it in), compared as far as an owner is kept."""
+    a, b = str(a or "")[:OWNER_MAX], str(b or "")[:OWNER_MAX]
+    return a == b or ("@" in a and a.casefold() == b.casefold())
+
+
 def is_admin(store, name: str) -> bool:
     """An administrator: listed in TLAB_ADMINS, or a user added with --admin."""
-    if name in admin_names():
+    if any(same_identity(name, admin) for admin in admin_names()):
         return True
     user = store.get_user(name) if isinstance(name, str) and _NAME.match(name) else None
     return bool(user and user["is_admin"])
@@ -114,12 +124,23 @@ def is_admin(store, name: str) -> bool:
 
 def may_manage(job_owner: str | None, user: str | None, admin: bool) -> bool:
     """Whether `user` may cancel or re-run a job started by `job_owner` (None user: no sign-in)."""
-    return user is None or admin or (job_owner or DEFAULT_OWNER) == user
+    return user is None or admin or same_identity(job_owner or DEFAULT_OWNER, user)
+
+
+def oidc_user_name(claims) -> str | None:
+    """Who a signed-in OIDC identity is: its `email` claim, unless the provider marks that address
+    unverified (some let users type any address, e.g. Keycloak with self-registration: it would make them
+    whoever owns it, or an administrator); then its `sub`. None when the identity has neither."""
+    email = str(claims.get("email") or "").strip()
+    verified = claims.get("email_verified")
+    if email and not (verified is False or str(verified).strip().lower() == "false"):  # Cognito sends "false"
+        return email
+    return str(claims.get("sub") or "").strip() or None
 
 
 def current_owner() -> str:
     """Who the work in this process is for: TLAB_OWNER (the worker sets it for a job), else 'local'."""
-    return os.environ.get(OWNER_ENV, "").strip()[:200] or DEFAULT_OWNER
+    return os.environ.get(OWNER_ENV, "").strip()[:OWNER_MAX] or DEFAULT_OWNER
 
 
 # --- which mode, and whether this server may be reached from other machines ----------------------

@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from engine.auth import DEFAULT_OWNER, current_owner
+from engine.auth import DEFAULT_OWNER, OWNER_MAX, current_owner
 from engine.errors import StoreError
 
 PROVENANCE_KINDS = ("measured", "estimated", "published")
@@ -119,7 +119,7 @@ def record_to_rows(record: dict, experiment_id: int | None) -> tuple[dict, list[
         error=record.get("error"),
         created_at=from_iso(record.get("created_at")),
         # Who started the job that computed it; a record without one belongs to this process's owner.
-        owner=str(record.get("owner") or current_owner())[:200],
+        owner=str(record.get("owner") or current_owner())[:OWNER_MAX],
     )
     metrics = _dict_field(record, "metrics", rid)
     units = _dict_field(record, "units", rid)

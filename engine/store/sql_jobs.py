@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from engine.auth import NotPermitted, current_owner, may_manage
+from engine.auth import OWNER_MAX, NotPermitted, current_owner, may_manage
 from engine.errors import StoreError, TlabError
 from engine.store import records as rec
 from engine.store.base import (
@@ -50,7 +50,7 @@ class SqlJobsMixin:
         from engine.store.job_functions import check_job_fn
 
         check_job_fn(fn)
-        owner = current_owner() if owner is None else str(owner)[:200]
+        owner = current_owner() if owner is None else str(owner)[:OWNER_MAX]
         if not isinstance(payload, dict):
             raise TlabError(f"A job payload must be a dict, got {type(payload).__name__}.")
         try:

@@ -191,6 +191,18 @@ def test_bad_sign_in_settings_are_refused(tmp_path, monkeypatch):
         auth.sign_in_mode([broken])
 
 
+def test_an_oidc_user_is_named_by_a_verified_email_else_the_subject():
+    assert auth.oidc_user_name({"sub": "0f3a", "email": "alice@example.com", "email_verified": True}) \
+        == "alice@example.com"
+    assert auth.oidc_user_name({"sub": "0f3a", "email": "alice@example.com"}) == "alice@example.com"  # not sent
+    # An address the provider has not verified could be anyone's: the identity is its subject instead.
+    assert auth.oidc_user_name({"sub": "9d4e", "email": "alice@example.com", "email_verified": False}) == "9d4e"
+    assert auth.oidc_user_name({"sub": "9d4e", "email": "alice@example.com", "email_verified": "false"}) == "9d4e"
+    assert auth.oidc_user_name({"sub": "auth0|123", "email": ""}) == "auth0|123"
+    assert auth.oidc_user_name({"email": "x@example.com", "email_verified": False}) is None
+    assert auth.oidc_user_name({}) is None
+
+
 def test_exposure_needs_sign_in():
     assert auth.exposure_problem("127.0.0.1", "off") is None
     assert auth.exposure_problem("::1", "off") is None
@@ -230,3 +242,17 @@ def test_users_command_reads_the_password_and_never_prints_it(store, monkeypatch
     assert "alice\tadministrator" in out.out and "at least 8" in out.err and "No password given" in out.err
     assert PASSWORD not in out.out + out.err
     assert auth.authenticate(store, "alice", PASSWORD) == {"name": "alice", "is_admin": True}
+
+
+def test_an_email_owner_is_one_user_whatever_the_case_a_provider_sends(monkeypatch):
+    assert auth.may_manage("alice@example.com", "Alice@Example.COM", admin=False)
+    assert not auth.may_manage("alice@example.com", "bob@example.com", admin=False)
+    assert not auth.may_manage("Bob", "bob", admin=False)  # account names (no '@') keep their case
+    monkeypatch.setenv(auth.ADMINS_ENV, "Ops@Example.com")
+    assert auth.is_admin(None, "ops@example.com")
+
+
+def test_a_name_longer_than_an_owner_keeps_may_still_manage_its_own_jobs():
+    long_name = "x" * 240 + "@example.com"  # OIDC allows 255 characters; an owner keeps OWNER_MAX
+    assert auth.may_manage(long_name[:auth.OWNER_MAX], long_name, admin=False)
+    assert not auth.may_manage(long_name[:auth.OWNER_MAX], "y" + long_name, admin=False)
