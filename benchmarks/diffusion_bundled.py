@@ -54,6 +54,8 @@ def main(argv=None) -> int:
         m = by[p].metrics
         print(f"{p}: denoiser step {m.get(f'step_latency_ms_bs{args.batch}', float('nan')):.2f} ms, "
               f"end to end {m.get(f'latency_ms_bs{args.batch}', float('nan')):.1f} ms at batch {args.batch}")
+    dev = int8.provenance.get("speed", {}).get("device", {})
+    print(f"timed on {dev.get('name')}, {dev.get('threads')} thread(s)" + (f" ({dev['threads_note']})" if dev.get("threads_note") else ""))
     refused = int8.provenance.get("speed", {}).get("speedup_refused") or int8.provenance.get("speed_not_measured")
     print(f"INT8 denoiser step speedup at batch {args.batch} (real INT8 kernels): "
           + (f"{step:.2f}x" if step else f"not given ({refused})") + " (goal >= 1.3x)"

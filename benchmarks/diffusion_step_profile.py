@@ -9,6 +9,11 @@ engine.diffusion.kernels (checked against the calibrated model; its error is pri
     time and, with one thread, the thread's CPU time too (steadier on a machine others share).
 
     python benchmarks/diffusion_step_profile.py [--batch 8] [--threads 1] [--rounds 15] [--calib-images 8]
+                                                [--width-scale 2]
+
+--width-scale K times the bundled UNet's channels in an UNTRAINED copy of its architecture (seeded random
+weights): a what-if for the speed of a wider bundled model (kernel speed does not depend on the weights'
+values; the images it makes are noise, so only the timings mean anything).
 """
 
 import argparse
@@ -18,16 +23,33 @@ import time
 import warnings
 
 
-def _setup(calib_images: int, steps: int):
+def _setup(calib_images: int, steps: int, width_scale: int = 1):
     from engine.diffusion import kernels
     from engine.diffusion.bundled import load_bundled
     from engine.diffusion.quantize import calibration_inputs, quantize
 
     b = load_bundled()
+    if width_scale != 1:
+        import dataclasses
+
+        import diffusers
+        import torch
+
+        from engine.diffusion.train_bundled import UNET_CONFIG
+
+        torch.manual_seed(0)
+        wide = {**UNET_CONFIG, "block_out_channels": tuple(c * width_scale for c in UNET_CONFIG["block_out_channels"])}
+        b = dataclasses.replace(b, unet=diffusers.UNet2DModel(**wide).eval())
     calib = calibration_inputs(b.unet, b.scheduler, [i % 10 for i in range(calib_images)], steps, 1_000_003)
     calibrated = quantize(b.unet, "int8_sq", calib)
     deployed, counts = kernels.deploy_int8(b.unet, calibrated)
-    diff = kernels.check_deployed(deployed, calibrated, calib[:: max(1, len(calib) // 4)][:4])
+    try:
+        diff = kernels.check_deployed(deployed, calibrated, calib[:: max(1, len(calib) // 4)][:4])
+    except Exception as e:  # noqa: BLE001 - an untrained what-if's random outputs: the timings still stand
+        if width_scale == 1:
+            raise
+        print(f"(untrained what-if) {e}")
+        diff = float("nan")
     return b, deployed, counts, diff
 
 
@@ -138,13 +160,18 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-images", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--top", type=int, default=20, help="rows of each profile table")
+    ap.add_argument("--width-scale", type=int, default=1,
+                    help="time an untrained copy of the bundled UNet with K times its channels (a what-if)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    b, deployed, counts, diff = _setup(args.calib_images, args.steps)
+    b, deployed, counts, diff = _setup(args.calib_images, args.steps, args.width_scale)
+    if args.width_scale != 1:
+        print(f"UNTRAINED what-if: the bundled architecture with channels {b.unet.config.block_out_channels}, "
+              f"{sum(p.numel() for p in b.unet.parameters()) / 1e6:.1f} M parameters; timings only")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), ISA {torch.backends.cpu.get_cpu_capability()}, "
           f"batch {args.batch}")
     print(f"deployed: {counts}; relative output difference vs modelopt's calibrated model {diff:.3%}")

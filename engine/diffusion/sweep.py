@@ -351,7 +351,9 @@ def _timed_runs(ctx: _Context, models: list, batch: int, on_run: Callable[[], No
 
 def _speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -> None:
     """Time baseline and recipes interleaved at each batch size; add speed to the results."""
-    from engine.runtimes.base import runs_until_steady, speedup, summarize_runs
+    import torch
+
+    from engine.runtimes.base import runs_until_steady, speedup, steady_or_one_thread, summarize_runs
     from engine.runtimes.run_progress import RunProgress
 
     progress = RunProgress(progress)  # the fraction moves run by run, not once per batch size
@@ -359,16 +361,29 @@ def _speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -
     models = [deployed for _, _, deployed in entries]
     per_entry: list[list[Measurement]] = [[] for _ in entries]
     t0 = time.perf_counter()
-    device = _device_info(ctx.device)
     n_batches = len(workload.batch_sizes)
+    thread_note = None
     for i, batch in enumerate(workload.batch_sizes):
         progress.slice(i / n_batches, (i + 1) / n_batches, (WARMUP + REPEATS) * len(models))
         stage = f"timing the denoiser at batch {batch}"
         progress.say(stage)
-        runs = runs_until_steady(_timed_runs(ctx, models, batch, lambda: progress.ran().say(stage)),
-                                 REPEATS, MAX_REPEATS, metric="step_latency_ms",
-                                 on_more=lambda worst, n: progress.plan(n * len(models)).say(
-                                     f"runs varied by {worst:.0%}: {n} more round(s) at batch {batch}"))
+
+        def measure(batch=batch, stage=stage):
+            return runs_until_steady(_timed_runs(ctx, models, batch, lambda: progress.ran().say(stage)),
+                                     REPEATS, MAX_REPEATS, metric="step_latency_ms",
+                                     on_more=lambda worst, n: progress.plan(n * len(models)).say(
+                                         f"runs varied by {worst:.0%}: {n} more round(s) at batch {batch}"))
+
+        if ctx.device == "cpu":  # as the language-model speed stage: threads that stall on a shared core, then one
+            runs, fell_back = steady_or_one_thread(
+                measure, torch.get_num_threads(), torch.set_num_threads,
+                on_retry=lambda worst: progress.plan((WARMUP + REPEATS) * len(models)).say(
+                    f"still {worst:.0%} apart with {torch.get_num_threads()} threads: measuring again on 1 thread"),
+                metric="step_latency_ms")
+            thread_note = fell_back or thread_note
+        else:
+            runs = measure()
+        device = _device_info(ctx.device) | ({"threads_note": thread_note} if thread_note else {})
         for j, ((exp, _, deployed), model_runs) in enumerate(zip(entries, runs)):
             medians, spreads = summarize_runs(model_runs)
             per_entry[j].append(Measurement(

@@ -151,15 +151,17 @@ def runs_until_steady(run_rounds: RunRounds, repeats: int, max_repeats: int,
 
 def steady_or_one_thread(measure: Callable[[], list[list[dict[str, float]]]], threads: int,
                          set_threads: Callable[[int], None], max_spread: float = DEFAULT_MAX_SPREAD,
-                         on_retry: Callable[[float], None] | None = None) -> tuple[list[list[dict[str, float]]], str | None]:
+                         on_retry: Callable[[float], None] | None = None,
+                         metric: str | None = None) -> tuple[list[list[dict[str, float]]], str | None]:
     """`measure()`; if its runs stay too noisy with several CPU threads, measure again on one.
 
     Threads that synchronise at every op stall whenever another program holds a core, so on a busy
     machine one thread gives steady timings where two give 45% spread (seen on 2 cores). Returns
     the runs and, when it fell back, a note for the provenance; the new runs replace the noisy ones.
+    `metric`: the one whose spread decides (default: the token rate a speedup is taken on).
     """
     runs = measure()
-    worst = worst_spread(runs, speed_metric_of(runs[0][0]))
+    worst = worst_spread(runs, metric or speed_metric_of(runs[0][0]))
     if threads <= 1 or worst is None or worst <= max_spread:
         return runs, None
     if on_retry:

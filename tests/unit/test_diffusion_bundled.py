@@ -53,7 +53,7 @@ def test_loads_offline_from_the_assets(bundled):
     assert type(bundled.scheduler).__name__ == "DDIMScheduler"
     files = {p.relative_to(bundled.path).as_posix() for p in bundled.path.rglob("*") if p.is_file()}
     assert not any(f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")) for f in files), files  # safetensors only
-    assert sum(p.stat().st_size for p in bundled.path.rglob("*") if p.is_file()) < 8e6
+    assert sum(p.stat().st_size for p in bundled.path.rglob("*") if p.is_file()) < 16e6  # 2.7 M float32 weights
     layer_types = {type(m).__name__ for m in bundled.unet.modules()}
     assert {"Conv2d", "Linear"} <= layer_types  # what INT8/FP8 quantization works on
     info = json.loads((bundled.path / "bundled.json").read_text())

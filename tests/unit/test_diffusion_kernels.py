@@ -84,3 +84,26 @@ def test_check_deployed_refuses_a_kernel_that_computes_something_else(deployed_b
             kernels.check_deployed(deployed, calibrated, calib[:2])
     finally:
         conv.x_scale = saved
+
+
+def test_int8_weights_are_modelopts_own_integers_even_at_a_rounding_tie():
+    """In a 256x256x3x3 convolution (seed 0), one weight sits at a half-way point that modelopt's op order
+    rounds the other way from round(w * 127 / amax): the kernels must use modelopt's integer, not refuse
+    the layer or deploy a different one."""
+    import modelopt.torch.quantization as mtq
+
+    from engine.diffusion.kernels import _int8_weight
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(256, 256, 3, padding=1))
+    x = torch.randn(1, 256, 4, 4)
+    mtq.quantize(model, mtq.INT8_DEFAULT_CFG, lambda m: m(x))
+    conv = model[0]
+    scale = (127.0 / conv.weight_quantizer.amax.detach().float().reshape(-1)).reshape(-1, 1, 1, 1)
+    rerounded = (conv.weight.detach() * scale).round().clamp(-128, 127)
+    with torch.no_grad():
+        modelopts = (conv.weight_quantizer(conv.weight.detach()) * scale).round()
+    assert int((rerounded != modelopts).sum()) >= 1  # the tie this test is about is there
+    q, dq = _int8_weight(conv, "conv")
+    assert q.dtype == torch.int8 and torch.equal(q.float(), modelopts)
+    assert torch.allclose(dq.reshape(-1, 1, 1, 1) * q.float(), conv.weight_quantizer(conv.weight.detach()), rtol=0, atol=1e-6)

@@ -145,6 +145,20 @@ def test_noisy_runs_on_several_threads_are_measured_again_on_one():
     assert note.startswith("measured on 1 thread") and "2 threads" in note
 
 
+def test_the_spread_that_decides_can_be_a_latency():
+    """The diffusion speed stage times step latency, not tokens/s: its noisy runs fall back to 1 thread too."""
+    from engine.runtimes.base import steady_or_one_thread
+
+    threads = {"n": 2}
+
+    def measure():
+        vals = [30, 45, 26, 40] if threads["n"] > 1 else [34, 35, 34, 34]
+        return [[{"step_latency_ms": v, "latency_ms": 20 * v} for v in vals]]
+
+    runs, note = steady_or_one_thread(measure, 2, lambda n: threads.update(n=n), metric="step_latency_ms")
+    assert threads["n"] == 1 and [r["step_latency_ms"] for r in runs[0]] == [34, 35, 34, 34] and note
+
+
 def test_steady_runs_or_a_single_thread_keep_their_first_measurement():
     from engine.runtimes.base import steady_or_one_thread
 
