@@ -236,6 +236,13 @@ def refused_speedups(results: list) -> dict[str, list[str]]:
     return out
 
 
+def name_results(ids: list[str], view: pd.DataFrame, most: int = 4) -> str:
+    """'INT8 SmoothQuant, FP8' for result ids of a results view (its "id" and "recipe" columns)."""
+    by_id = dict(zip(view["id"], view["recipe"]))
+    names = list(dict.fromkeys(str(by_id.get(i, i)) for i in ids))
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def pareto_mask(x: pd.Series | np.ndarray, y: pd.Series | np.ndarray) -> np.ndarray:
     """True for points on the Pareto frontier: no other point has less-or-equal x (accuracy loss) and
     more-or-equal y (speedup) with one strictly better. Rows with NaN are never on it. O(n log n)."""

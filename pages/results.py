@@ -79,7 +79,7 @@ def _why_no_speedup(view: pd.DataFrame) -> None:
     reasons = plots.refused_speedups(state.store().list_results(ids=missing["id"].head(50).tolist()))
     if reasons:
         st.warning(f"{len(missing)} result(s) have no speedup here, so they are not on the trade-off chart:\n\n"
-                   + "\n".join(f"- {why}" for why in list(reasons)[:6]))
+                   + "\n".join(f"- {plots.name_results(ids, missing)}: {why}" for why, ids in list(reasons.items())[:6]))
     elif view["y_speedup"].notna().any():
         st.caption(f"{len(missing)} result(s) have no speed measurement at this batch size and are not plotted "
                    "(see the table).")

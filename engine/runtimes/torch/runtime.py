@@ -256,8 +256,6 @@ class TorchRuntime(Runtime):
                                      f"{n} more round(s)"))
 
     def _provenance(self, net: Any, recipe: Any, device: Any) -> dict[str, Any]:
-        import torch
-
         from engine.runtimes.torch import bench as torch_bench
         from engine.runtimes.torch import deploy as torch_deploy
 
