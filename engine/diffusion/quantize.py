@@ -37,15 +37,23 @@ def call_with_labels(unet: nn.Module, x: torch.Tensor, t: torch.Tensor, y: Any) 
 HIGH_PRECISION_LAYERS = ("*conv_in*", "*conv_out*", "*time_embedding*", "*time_emb_proj*", "*conv_shortcut*",
                          "*class_embedding*", "*add_embedding*")
 CALIB_BATCH = 16  # denoiser calls per calibration forward (sample rows)
+# FP8 attention (modelopt's diffusers plugin quantizes diffusers' Attention): as the example's FP8 config.
+FP8_ATTENTION_QUANTIZERS = ("*[qkv]_bmm_quantizer", "*softmax_quantizer")
+# INT8 convolution inputs: the range over the first STEP_PERCENTILE of the steps, by STEP_METHOD. Measured on
+# the bundled model (64 images, 20 steps; PSNR vs float32, task metric 95.3% unquantized): plain max 45.5 dB,
+# 95.3%; "mean-max" 51.4 dB, 95.3%; "min-mean" 28.3 dB, 85.9%; "global_min" 27.5 dB, 82.8% (they clip).
+STEP_PERCENTILE, STEP_METHOD = 1.0, "mean-max"
 
 # Test hook: precision name -> a modelopt config used instead of the registry's (a deliberately
 # broken recipe in the tests). Empty in normal use.
 CONFIG_OVERRIDES: dict[str, dict] = {}
 
 
-def modelopt_config(precision: str) -> dict | None:
+def modelopt_config(precision: str, unet: nn.Module | None = None) -> dict | None:
     """The modelopt config of a diffusion recipe: the registry's, with the high-precision layers off
-    (None for an unquantized precision)."""
+    (None for an unquantized precision); as modelopt's diffusers example does, FP8 also quantizes
+    attention (the q/k/v inputs of its matmuls and its softmax), and INT8 calibrates each convolution's
+    input over the denoising steps (`unet`'s convolutions; engine/diffusion/step_calibration.py)."""
     import modelopt.torch.quantization as mtq
 
     if precision in CONFIG_OVERRIDES:
@@ -54,7 +62,25 @@ def modelopt_config(precision: str) -> dict | None:
     if prec.modelopt_cfg is None:
         return None
     cfg = copy.deepcopy(getattr(mtq, prec.modelopt_cfg))
+    if precision == "fp8":
+        cfg = with_quantizers(cfg, {p: {"num_bits": (4, 3), "axis": None} for p in FP8_ATTENTION_QUANTIZERS})
+    if precision == "int8_sq" and unet is not None:
+        from engine.diffusion.step_calibration import StepRangeCalibrator
+
+        calibrator = (StepRangeCalibrator, (), {"percentile": STEP_PERCENTILE, "method": STEP_METHOD})
+        cfg = with_quantizers(cfg, {f"{name}.input_quantizer": {"num_bits": 8, "axis": None, "calibrator": calibrator}
+                                    for name, m in unet.named_modules() if isinstance(m, nn.Conv2d)})
     return with_layers_disabled(cfg, HIGH_PRECISION_LAYERS)
+
+
+def with_quantizers(cfg: dict, quantizers: dict[str, dict]) -> dict:
+    """`cfg` with these quantizer settings added after its own (so they win over its wildcards)."""
+    cfg = copy.deepcopy(cfg)
+    if isinstance(cfg["quant_cfg"], list):
+        cfg["quant_cfg"].extend({"quantizer_name": name, "cfg": q} for name, q in quantizers.items())
+    else:
+        cfg["quant_cfg"].update(quantizers)
+    return cfg
 
 
 def with_layers_disabled(cfg: dict, patterns: Sequence[str]) -> dict:
@@ -106,8 +132,10 @@ def quantize(unet: nn.Module, precision: str, calib: list[CalibInput], progress:
     fed through `call` (class labels by default; a text-to-image UNet takes encoder hidden states)."""
     import modelopt.torch.quantization as mtq
 
+    from engine.diffusion.step_calibration import at_step
+
     progress = progress or (lambda f, s: None)
-    cfg = modelopt_config(precision)
+    cfg = modelopt_config(precision, unet)
     model = copy.deepcopy(unet)
     if cfg is None:
         return model
@@ -116,7 +144,8 @@ def quantize(unet: nn.Module, precision: str, calib: list[CalibInput], progress:
     def forward_loop(m):
         with torch.no_grad():
             for i, (x, t, y) in enumerate(calib):
-                call(m, x, t, y)
+                with at_step(t):
+                    call(m, x, t, y)
                 progress((i + 1) / len(calib), f"calibrating {label}")
 
     return mtq.quantize(model, cfg, forward_loop).eval()

@@ -107,3 +107,28 @@ def test_int8_weights_are_modelopts_own_integers_even_at_a_rounding_tie():
     q, dq = _int8_weight(conv, "conv")
     assert q.dtype == torch.int8 and torch.equal(q.float(), modelopts)
     assert torch.allclose(dq.reshape(-1, 1, 1, 1) * q.float(), conv.weight_quantizer(conv.weight.detach()), rtol=0, atol=1e-6)
+
+
+def test_int8_convolutions_are_calibrated_step_by_step(deployed_bundled):
+    """As modelopt's diffusers example: each INT8 convolution's input range comes from per-step ranges (the
+    4 sampling steps of the fixture), never above the plain max over all of them."""
+    from engine.diffusion.step_calibration import StepRangeCalibrator
+
+    b, calibrated, *_ = deployed_bundled
+    convs = [(n, m) for n, m in calibrated.named_modules()
+             if isinstance(m, torch.nn.Conv2d) and m.input_quantizer.is_enabled]
+    assert convs
+    for name, conv in convs:
+        cal = conv.input_quantizer._calibrator
+        assert isinstance(cal, StepRangeCalibrator) and len(cal._steps) == 4, name
+        assert float(conv.input_quantizer.amax) <= float(torch.stack([s[1] for s in cal._steps.values()]).max()) + 1e-6
+
+
+def test_fp8_quantizes_attention_too():
+    from engine.diffusion.bundled import load_bundled
+    from engine.diffusion.quantize import calibration_inputs, quantize
+
+    b = load_bundled()
+    fp8 = quantize(b.unet, "fp8", calibration_inputs(b.unet, b.scheduler, [3], 2, 1))
+    attention = [m for n, m in fp8.named_modules() if n.endswith(("q_bmm_quantizer", "k_bmm_quantizer", "v_bmm_quantizer"))]
+    assert len(attention) >= 3 and all(q.is_enabled and q.amax is not None for q in attention)

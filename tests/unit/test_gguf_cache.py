@@ -42,10 +42,15 @@ def test_a_load_from_the_copy_gives_the_tensors_and_tokens_of_the_gguf(fresh_cac
         assert torch.equal(converted.model(ids).logits, kept.model(ids).logits)
 
 
-def test_a_damaged_copy_is_converted_again(fresh_cache):
+def test_a_damaged_copy_is_converted_again(fresh_cache, _shared_cache, monkeypatch):
+    import shutil
+
     from engine.models import load_model
 
-    load_model(_bundled_ref())
+    monkeypatch.setenv("TLAB_CACHE", str(_shared_cache))
+    load_model(_bundled_ref())  # the suite's copy (converted once per run)
+    shutil.copytree(_shared_cache / "gguf", fresh_cache / "gguf")
+    monkeypatch.setenv("TLAB_CACHE", str(fresh_cache))
     (weights,) = fresh_cache.glob("gguf/*/model-float32/model.safetensors")
     weights.write_bytes(b"not a safetensors file")
     again = load_model(_bundled_ref())

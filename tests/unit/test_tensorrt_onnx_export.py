@@ -80,3 +80,17 @@ def test_the_int8_onnx_still_computes_what_the_quantized_model_does(exported):
         None, {"sample": x.numpy(), "timestep": t.numpy(), "class_labels": y.numpy()})[0]
     err = abs(got - want).max() / (abs(want).max() + 1e-9)
     assert err < 0.05, err
+
+
+def test_fp8_exports_its_layers_and_says_its_attention_stays_out(tmp_path):
+    """The FP8 recipe quantizes attention too; modelopt exports that only from a 16-bit model, so the
+    float32 export leaves it out, says so, and leaves the model's own quantizers on."""
+    from engine.diffusion.bundled import load_bundled
+    from engine.diffusion.quantize import calibration_inputs, quantize
+
+    model = load_bundled("cpu")
+    fp8 = quantize(model.unet, "fp8", calibration_inputs(model.unet, model.scheduler, [3], steps=2, seed=1))
+    info = export_denoiser(fp8, tmp_path / "fp8.onnx")
+    assert info.qdq["TRT_FP8QuantizeLinear"] > 0 and info.qdq["QuantizeLinear"] == 0
+    assert info.note and "attention" in info.note and "16-bit" in info.note
+    assert all(m.is_enabled for n, m in fp8.named_modules() if n.endswith("q_bmm_quantizer"))

@@ -37,6 +37,7 @@ class DenoiserOnnx:
     inputs: dict[str, tuple[int, ...]]  # name -> shape without the batch axis ("timestep": () = one value)
     batched: tuple[str, ...]  # inputs whose first axis is the batch
     qdq: dict[str, int]
+    note: str | None = None  # what the file leaves out of the quantized model, and why
 
     def shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
         """trtexec --shapes for one batch size."""
@@ -110,6 +111,7 @@ def export_denoiser(unet: Any, path: str | Path, opset: int = OPSET) -> Denoiser
     dynamic_axes = {n: {0: "batch"} for n in batched} | {OUTPUT: {0: "batch"}}
     was_training = unet.training
     unet.eval()
+    dropped = _attention_quantizers_off(unet)
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
@@ -120,9 +122,25 @@ def export_denoiser(unet: Any, path: str | Path, opset: int = OPSET) -> Denoiser
         raise OnnxExportError(f"Exporting the denoiser to ONNX failed: {type(exc).__name__}: {exc}") from exc
     finally:
         unet.train(was_training)
+        for q in dropped:
+            q.enable()
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise OnnxExportError(f"The exported ONNX {path} does not pass onnx.checker: {exc}") from exc
     shapes = {n: tuple(int(d) for d in t.shape[1:]) for n, t in example.items()}  # per image; timestep: ()
-    return DenoiserOnnx(path=path, inputs=shapes, batched=batched, qdq=qdq_counts(path))
+    note = (f"FP8 attention ({len(dropped)} quantizers) not exported: modelopt exports quantized attention only "
+            "from a 16-bit model; the file has quantized convolutions and linear layers") if dropped else None
+    return DenoiserOnnx(path=path, inputs=shapes, batched=batched, qdq=qdq_counts(path), note=note)
+
+
+def _attention_quantizers_off(unet: Any) -> list:
+    """Turn off (and return) the enabled attention matmul quantizers of a 32-bit model: modelopt's export
+    of quantized attention (its FP8 SDPA) refuses anything but 16-bit Q/DQ."""
+    if next(unet.parameters()).element_size() < 4:
+        return []
+    found = [m for n, m in unet.named_modules() if n.endswith(("_bmm_quantizer", "softmax_quantizer"))
+             and getattr(m, "is_enabled", False)]
+    for q in found:
+        q.disable()
+    return found

@@ -151,6 +151,7 @@ class TensorRTRuntime(Runtime):
                     command=commands.shell_line(builds[j]) + "\n" + commands.shell_line(timed[j]),
                     workload={"batch_size": batch, "shapes": {k: list(v) for k, v in shapes[j].items()},
                               "onnx": str(onnx.path), "qdq_nodes": onnx.qdq, "engine": str(engines[j]),
+                              **({"onnx_note": onnx.note} if onnx.note else {}),
                               "timing_s": round(elapsed, 1)}))
         progress(1.0, "TensorRT timing done")
         return per_entry
