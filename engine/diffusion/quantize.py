@@ -68,9 +68,26 @@ def modelopt_config(precision: str, unet: nn.Module | None = None) -> dict | Non
         from engine.diffusion.step_calibration import StepRangeCalibrator
 
         calibrator = (StepRangeCalibrator, (), {"percentile": STEP_PERCENTILE, "method": STEP_METHOD})
-        cfg = with_quantizers(cfg, {f"{name}.input_quantizer": {"num_bits": 8, "axis": None, "calibrator": calibrator}
-                                    for name, m in unet.named_modules() if isinstance(m, nn.Conv2d)})
+        final = with_layers_disabled(cfg, HIGH_PRECISION_LAYERS)
+        convs = [f"{name}.input_quantizer" for name, m in unet.named_modules()
+                 if isinstance(m, nn.Conv2d) and enabled_by(final, f"{name}.input_quantizer")]
+        cfg = with_quantizers(cfg, {q: {"num_bits": 8, "axis": None, "calibrator": calibrator} for q in convs})
     return with_layers_disabled(cfg, HIGH_PRECISION_LAYERS)
+
+
+def enabled_by(cfg: dict, quantizer: str, parent_class: str = "nn.Conv2d") -> bool:
+    """Whether `cfg` (list form: later entries win) leaves the quantizer named `quantizer`, of a module of
+    `parent_class`, on (an entry naming another parent class does not apply to it)."""
+    from fnmatch import fnmatch
+
+    entries = cfg["quant_cfg"] if isinstance(cfg["quant_cfg"], list) else [
+        {"quantizer_name": k, **({"enable": v["enable"]} if "enable" in v and len(v) == 1 else {"cfg": v})}
+        for k, v in cfg["quant_cfg"].items()]
+    on = False
+    for e in entries:
+        if fnmatch(quantizer, e.get("quantizer_name", "")) and e.get("parent_class", parent_class) == parent_class:
+            on = e["enable"] if "enable" in e else bool((e.get("cfg") or {}).get("enable", True))
+    return on
 
 
 def with_quantizers(cfg: dict, quantizers: dict[str, dict]) -> dict:

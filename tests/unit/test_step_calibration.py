@@ -51,3 +51,18 @@ def test_bad_settings_are_refused():
         StepRangeCalibrator(method="median")
     with pytest.raises(ValueError):
         StepRangeCalibrator(percentile=0)
+
+
+def test_only_convolutions_the_recipe_quantizes_get_the_step_range():
+    """A layer the recipe keeps in high precision (e.g. '*proj_out.*' in modelopt's SmoothQuant config, or
+    conv_in here) must not have its input quantizer turned back on by the per-step calibration."""
+    pytest.importorskip("diffusers")
+    from engine.diffusion.bundled import load_bundled
+    from engine.diffusion.quantize import enabled_by, modelopt_config
+
+    unet = load_bundled().unet
+    cfg = modelopt_config("int8_sq", unet)
+    assert not enabled_by(cfg, "conv_in.input_quantizer") and not enabled_by(cfg, "x.proj_out.input_quantizer")
+    assert enabled_by(cfg, "down_blocks.0.resnets.0.conv1.input_quantizer")
+    stepped = [e["quantizer_name"] for e in cfg["quant_cfg"] if "calibrator" in (e.get("cfg") or {})]
+    assert stepped and "conv_in.input_quantizer" not in stepped and "conv_out.input_quantizer" not in stepped
