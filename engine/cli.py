@@ -284,6 +284,9 @@ def _print_provenance_notes(records: list) -> None:
             line = f"{part.replace('_', ' ')}: {p.get('kind')} on {_device_text(p.get('device'))} — {_how_text(p)}"
             if line not in sources.setdefault(part, []):
                 sources[part].append(line)
+        scope = (r.part("speed") or {}).get("scope")
+        if scope:  # a speedup of part of the recipe (FP8 on a GPU in PyTorch: its linear layers)
+            notes.append(f"  {r.precision}/{r.sparsity}: {scope}")
         if r.is_baseline:  # the baseline's speedup against itself says nothing; its noise shows on each recipe
             continue
         for bs, why in r.speedup_refusals.items():

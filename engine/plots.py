@@ -236,6 +236,18 @@ def refused_speedups(results: list) -> dict[str, list[str]]:
     return out
 
 
+def speedup_scopes(results: list) -> dict[str, list[str]]:
+    """What a measured speedup covers where it is not the whole recipe: scope -> result ids (e.g. FP8 on a
+    GPU in PyTorch, whose convolutions and attention stay 16-bit: "the speedup is of the FP8 linear
+    layers only ...")."""
+    out: dict[str, list[str]] = {}
+    for r in results:
+        scope = (r.part("speed") or {}).get("scope")
+        if scope:
+            out.setdefault(scope, []).append(r.id)
+    return out
+
+
 def name_results(ids: list[str], view: pd.DataFrame, most: int = 4) -> str:
     """'INT8 SmoothQuant, FP8' for result ids of a results view (its "id" and "recipe" columns)."""
     by_id = dict(zip(view["id"], view["recipe"]))

@@ -85,6 +85,15 @@ def _why_no_speedup(view: pd.DataFrame) -> None:
                    "(see the table).")
 
 
+def _partial_speedups(view: pd.DataFrame) -> None:
+    """Speedups that cover part of a recipe (FP8's linear layers on a GPU): say so beside the chart."""
+    shown = view[view["y_speedup"].notna()]
+    if shown.empty:
+        return
+    for scope, ids in plots.speedup_scopes(state.store().list_results(ids=shown["id"].head(50).tolist())).items():
+        st.caption(f"{plots.name_results(ids, shown)}: {scope}.")
+
+
 SPEED_ON = {"here": "this machine (measured)", "gpu": "a catalog GPU (estimated)"}
 
 
@@ -259,6 +268,7 @@ def _diffusion_results(frame: pd.DataFrame) -> None:
     if quality == "loss" and len(losses) and (losses == 0).all():  # zero-height bars read as an empty chart
         st.caption("Every recipe scored the same task accuracy as the baseline: a loss of 0 points.")
     _why_no_speedup(chart)
+    _partial_speedups(chart)
     st.caption("Speed is the denoiser step (where the quantized layers are), measured on this machine against the "
                "unquantized baseline. "
                + ("The baseline has no PSNR against its own images (they are identical), so it is not on this axis."

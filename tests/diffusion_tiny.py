@@ -6,6 +6,8 @@ local-pipeline tests load. Seconds to build; nothing is downloaded.
 - `text_to_image(folder)`: a StableDiffusionPipeline (tiny UNet2DConditionModel, AutoencoderKL,
   CLIPTextModel from a tiny CLIPTextConfig, a CLIPTokenizer from a character vocabulary written here),
   32x32 RGB images from 8x8 latents.
+- `sdxl(folder)`: a StableDiffusionXLPipeline of the same size: two CLIP text encoders (the second with a
+  projection, whose pooled output and the image's size/crop "time ids" are SDXL's added conditions).
 """
 
 from __future__ import annotations
@@ -39,22 +41,42 @@ def _tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16),
+                         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                         layers_per_block=1, norm_num_groups=8, sample_size=32)
+
+
+def _tokenizer(folder: Path):
+    from transformers import CLIPTokenizer
+
+    _tokenizer_files(folder)
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+
+
+def _save(pipe, folder: Path) -> Path:
+    """The pipeline saved as safetensors, without the tokenizer's source files."""
+    pipe.save_pretrained(folder, safe_serialization=True)
+    src = folder / "_tokenizer_src"
+    for f in src.iterdir():
+        f.unlink()
+    src.rmdir()
+    return folder
+
+
 def text_to_image(folder: Path) -> Path:
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(SEED)
     unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
                                 block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
                                 attention_head_dim=4, norm_num_groups=8)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16, 16),
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        layers_per_block=1, norm_num_groups=8, sample_size=32)
-    tok_dir = folder / "_tokenizer_src"
-    _tokenizer_files(tok_dir)
-    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=16)
+    vae, tokenizer = _vae(), _tokenizer(folder / "_tokenizer_src")
     vocab = len(tokenizer)
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32,
                                                 num_hidden_layers=2, num_attention_heads=2,
@@ -63,8 +85,28 @@ def text_to_image(folder: Path) -> Path:
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=DDIMScheduler(num_train_timesteps=1000), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
-    return folder
+    return _save(pipe, folder)
+
+
+def sdxl(folder: Path) -> Path:
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(SEED)
+    width, time_dim = 16, 8  # each text encoder's hidden size; SDXL's addition_time_embed_dim
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=2 * width,
+                                attention_head_dim=4, norm_num_groups=8, use_linear_projection=True,
+                                addition_embed_type="text_time", addition_time_embed_dim=time_dim,
+                                projection_class_embeddings_input_dim=6 * time_dim + width)
+    vae, tokenizer = _vae(), _tokenizer(folder / "_tokenizer_src")
+    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                            pad_token_id=1, projection_dim=width)
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=CLIPTextModel(config),
+                                     text_encoder_2=CLIPTextModelWithProjection(config), tokenizer=tokenizer,
+                                     tokenizer_2=tokenizer, unet=unet,
+                                     scheduler=EulerDiscreteScheduler(num_train_timesteps=1000))
+    return _save(pipe, folder)

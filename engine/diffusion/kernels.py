@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.diffusion.qdq import qdq_layernorm
 from engine.errors import UnsupportedOnDevice
 
 _EPS = 1.0 / (1 << 24)  # modelopt treats amax at or below this as zero
@@ -171,23 +172,29 @@ def int8_unavailable() -> str | None:
 
 def deploy_int8(baseline: nn.Module, calibrated: nn.Module) -> tuple[nn.Module, dict[str, int]]:
     """The baseline UNet with each INT8-quantized layer of `calibrated` on a real INT8 kernel; and
-    the count of layers per kind ({"conv_int8": .., "linear_int8": .., "high_precision": ..})."""
+    the count of layers per kind ({"conv_int8": .., "linear_int8": .., "layernorm_qdq": .., "high_precision": ..}).
+    A LayerNorm whose input modelopt quantizes gets that input quantized and dequantized (engine.diffusion.qdq)."""
     from modelopt.torch.quantization.nn import TensorQuantizer
 
     why = int8_unavailable()
     if why:
         raise UnsupportedOnDevice(why)
     deployed = copy.deepcopy(baseline).eval()
-    counts = {"conv_int8": 0, "linear_int8": 0, "high_precision": 0}
+    counts = {"conv_int8": 0, "linear_int8": 0, "layernorm_qdq": 0, "high_precision": 0}
     handled = set()
     for name, module in calibrated.named_modules():
         wq, iq = getattr(module, "weight_quantizer", None), getattr(module, "input_quantizer", None)
-        if not isinstance(wq, TensorQuantizer) or not isinstance(iq, TensorQuantizer):
+        if not isinstance(iq, TensorQuantizer):
             continue
         handled.update({f"{name}.weight_quantizer", f"{name}.input_quantizer", f"{name}.output_quantizer"})
         out_q = getattr(module, "output_quantizer", None)
         if out_q is not None and out_q.is_enabled:
             raise UnsupportedOnDevice(f"'{name}' quantizes its output; the INT8 kernels do not.")
+        if not isinstance(wq, TensorQuantizer):  # input-only (a LayerNorm in modelopt 0.47+)
+            if iq.is_enabled:
+                deployed.set_submodule(name, qdq_layernorm(module, name, "int8"))
+                counts["layernorm_qdq"] += 1
+            continue
         if not wq.is_enabled and not iq.is_enabled:
             counts["high_precision"] += 1
             continue

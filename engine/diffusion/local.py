@@ -137,15 +137,37 @@ def _pipeline(folder: Path, hf_id: str | None) -> PipelineLayout:
                              "Stable-Diffusion-style text-to-image pipelines).")
     conditioning = SUPPORTED_UNETS[unet_class]
     if conditioning == "prompts":
-        missing = [c for c in ("vae", "text_encoder", "tokenizer") if c not in components]
-        if missing:
-            raise ModelLoadError(f"{folder} is a text-to-image pipeline without {', '.join(missing)}; a "
-                                 "Stable-Diffusion-style pipeline needs a text encoder, a tokenizer and a VAE.")
+        _check_text_to_image(folder, components, _config(den_dir / "config.json"))
     if "scheduler" not in components:
         raise ModelLoadError(f"{folder} names no scheduler in model_index.json; add the scheduler/ folder.")
     pipeline_class = index.get("_class_name")
     return PipelineLayout(folder, den_dir, unet_class, conditioning, folder / "scheduler", components,
                           pipeline_class if isinstance(pipeline_class, str) else json.dumps(pipeline_class), hf_id)
+
+
+def _check_text_to_image(folder: Path, components: dict, unet_config: dict) -> None:
+    """A text-to-image pipeline has what its UNet is conditioned on: Stable Diffusion 1.x/2.x a text
+    encoder, a tokenizer and a VAE; SDXL (added conditions 'text_time') a second encoder and tokenizer."""
+    added = unet_config.get("addition_embed_type")
+    if added not in (None, "text_time"):
+        raise ModelLoadError(f"The UNet of {folder} takes added conditions of type {added!r}; diffusion sweeps "
+                             "run Stable Diffusion 1.x/2.x and SDXL-style UNets (addition_embed_type None or "
+                             "'text_time') so far.")
+    needed = ("vae", "text_encoder", "tokenizer") + (("text_encoder_2", "tokenizer_2") if added else ())
+    missing = [c for c in needed if c not in components]
+    if missing:
+        kind = "An SDXL-style pipeline needs two text encoders, two tokenizers" if added else \
+            "A Stable-Diffusion-style pipeline needs a text encoder, a tokenizer"
+        raise ModelLoadError(f"{folder} is a text-to-image pipeline without {', '.join(missing)}. {kind} and a "
+                             "VAE; copy the missing folders from the model's source.")
+
+
+def _config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ModelLoadError(f"{path} is not a readable JSON config; restore it from the model's source.") from None
+    return config if isinstance(config, dict) else {}
 
 
 def _bare_unet(folder: Path) -> PipelineLayout:

@@ -199,9 +199,12 @@ class DiffusersPipeline:
     module's own loop (so the same seeds give the same start for the baseline and every recipe, and the
     denoiser can be swapped for a quantized copy). The text encoder and the VAE stay unquantized."""
 
-    def __init__(self, layout, unet, scheduler, vae=None, text_encoder=None, tokenizer=None):
+    def __init__(self, layout, unet, scheduler, vae=None, text_encoder=None, tokenizer=None, pipe=None):
         self.layout, self.unet, self.scheduler = layout, unet, scheduler
         self.vae, self.text_encoder, self.tokenizer = vae, text_encoder, tokenizer
+        self.pipe = pipe  # the loaded diffusers pipeline (None for a bare UNet): its own prompt encoding
+        # SDXL-style: two text encoders, and added conditions (pooled text embeddings, size/crop time ids)
+        self.added_conditions = getattr(unet.config, "addition_embed_type", None) == "text_time"
         self.conditioning = layout.conditioning
         self.condition_kwarg = "encoder_hidden_states" if self.conditioning == "prompts" else "class_labels"
         kind = "text-to-image" if self.conditioning == "prompts" else "class-conditional"
@@ -222,6 +225,10 @@ class DiffusersPipeline:
                     str(layout.folder), use_safetensors=True, local_files_only=True,
                     trust_remote_code=trust_remote_code)
                 parts = {k: getattr(pipe, k, None) for k in ("unet", "scheduler", "vae", "text_encoder", "tokenizer")}
+                parts["pipe"] = pipe
+                for extra in ("text_encoder_2",):  # SDXL's second text encoder runs in float32 as the first
+                    if getattr(pipe, extra, None) is not None:
+                        setattr(pipe, extra, getattr(pipe, extra).to(device).float().eval())
             else:
                 unet = diffusers.UNet2DModel.from_pretrained(str(layout.unet_dir), use_safetensors=True,
                                                              local_files_only=True)
@@ -266,28 +273,52 @@ class DiffusersPipeline:
         return [c for c in items for _ in range(gen.images_per_condition)]
 
     # sampling
-    def _encode(self, prompts: list[str]):
-        """Text encoder hidden states per prompt (computed once per prompt: the encoder is not quantized)."""
+    def _encode(self, prompts: list[str], side: int | None = None):
+        """The text condition per prompt (computed once per prompt: the encoders are not quantized): the
+        encoder's hidden states; for SDXL a dict with the pooled embeddings and the time ids of an
+        uncropped `side` x `side` image too (engine.diffusion.conditions)."""
         import torch
+
+        from engine.diffusion import conditions
 
         todo = [p for p in dict.fromkeys(prompts) if p not in self._embeddings]
         if todo:
-            ids = self.tokenizer(todo, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids
-            with torch.no_grad():
-                hidden = self.text_encoder(ids.to(_device(self.text_encoder)))[0].float()
-            self._embeddings.update(zip(todo, hidden))
-        return torch.stack([self._embeddings[p] for p in prompts])
+            self._embeddings.update(zip(todo, self._encode_new(todo)))
+        rows = [self._embeddings[p] for p in prompts]
+        if not self.added_conditions:
+            return torch.stack(rows)
+        cond = conditions.cat([{k: v[None] for k, v in row.items()} for row in rows])
+        side = side or self.image_side
+        # SDXL's micro-conditioning: original size, crop top-left, target size (as its pipeline's defaults)
+        cond["time_ids"] = torch.tensor([[side, side, 0, 0, side, side]] * len(rows), dtype=torch.float32,
+                                        device=cond["text_embeds"].device)
+        return cond
 
-    def _cond(self, conditions: list):
+    def _encode_new(self, prompts: list[str]) -> list:
+        import torch
+
+        with torch.no_grad():
+            if self.added_conditions:  # the pipeline's own encoding: both encoders, penultimate layers, pooled
+                hidden, _, pooled, _ = self.pipe.encode_prompt(prompts, device=_device(self.unet),
+                                                               do_classifier_free_guidance=False)
+                if prompts == [""] and getattr(self.pipe.config, "force_zeros_for_empty_prompt", False):
+                    hidden, pooled = torch.zeros_like(hidden), torch.zeros_like(pooled)  # SDXL's unconditional
+                return [{"encoder_hidden_states": h.float(), "text_embeds": p.float()} for h, p in zip(hidden, pooled)]
+            ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt").input_ids
+            return list(self.text_encoder(ids.to(_device(self.text_encoder)))[0].float())
+
+    def _cond(self, conditions: list, side: int | None = None):
         import torch
 
         if self.conditioning == "prompts":
-            return self._encode(list(conditions))
+            return self._encode(list(conditions), side)
         return torch.tensor([int(c) for c in conditions], device=_device(self.unet))
 
     def call(self, unet, x, t, cond):
-        return unet(x, t, **{self.condition_kwarg: cond})
+        from engine.diffusion.conditions import unet_kwargs
+
+        return unet(x, t, **unet_kwargs(cond, self.condition_kwarg))
 
     def _scheduler(self, gen):
         config = dict(self.scheduler.config)
@@ -304,10 +335,12 @@ class DiffusersPipeline:
         unconditional one) when a scale above 1 is set; noise a stochastic scheduler adds is seeded."""
         import torch
 
+        from engine.diffusion import conditions
+
         sched = self._scheduler(gen)
         sched.set_timesteps(gen.steps)
         guided = gen.guidance_scale is not None and gen.guidance_scale > 1.0 and self.conditioning == "prompts"
-        uncond = self._encode([""]).expand_as(cond) if guided else None
+        uncond = conditions.expand_like(self._encode([""], x0.shape[-1] * self.vae_factor), cond) if guided else None
         noise = torch.Generator(device="cpu").manual_seed(int(seed))
         extra = {"generator": noise} if "generator" in inspect.signature(sched.step).parameters else {}
         dtype = next(unet.parameters()).dtype
@@ -315,7 +348,7 @@ class DiffusersPipeline:
         for t in sched.timesteps:
             xin = sched.scale_model_input(x, t).to(dtype)
             if guided:
-                both = self.call(unet, torch.cat([xin, xin]), t, torch.cat([cond, uncond])).sample.float()
+                both = self.call(unet, torch.cat([xin, xin]), t, conditions.cat([cond, uncond])).sample.float()
                 c, u = both.chunk(2)
                 eps = u + gen.guidance_scale * (c - u)
             else:
@@ -334,7 +367,8 @@ class DiffusersPipeline:
         with torch.no_grad():
             for start in range(0, len(conditions), SAMPLE_BATCH):
                 part = conditions[start:start + SAMPLE_BATCH]
-                x = self.denoise_loop(unet, noise[start:start + len(part)], self._cond(part), gen, seed + start)
+                x = self.denoise_loop(unet, noise[start:start + len(part)], self._cond(part, self.side(gen) *
+                                                                                    self.vae_factor), gen, seed + start)
                 latents.append(x.float().cpu())
                 images.append(self._decode(x).float().clamp(-1, 1).cpu())
         out = torch.cat(images)
@@ -360,7 +394,8 @@ class DiffusersPipeline:
 
         items = self.conditions(gen)
         conds = [items[i % len(items)] for i in range(batch)]
-        return initial_noise(batch, self.side(gen), gen.seed, int(self.unet.config.in_channels)), self._cond(conds)
+        return (initial_noise(batch, self.side(gen), gen.seed, int(self.unet.config.in_channels)),
+                self._cond(conds, self.side(gen) * self.vae_factor))
 
     def task_accuracy(self, images, conditions: list) -> float | None:
         return None  # no judge ships with an arbitrary pipeline

@@ -26,7 +26,7 @@ from torch import nn
 from engine import registry
 
 Progress = Callable[[float, str], None]
-CalibInput = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]  # (sample, timestep, condition)
+CalibInput = tuple[torch.Tensor, torch.Tensor, Any]  # (sample, timestep, condition: engine.diffusion.conditions)
 DenoiserCall = Callable[[nn.Module, torch.Tensor, torch.Tensor, Any], Any]  # (unet, sample, t, condition)
 
 
@@ -114,15 +114,17 @@ def with_layers_disabled(cfg: dict, patterns: Sequence[str]) -> dict:
 @torch.no_grad()
 def record_inputs(unet: nn.Module, run: Callable[[], Any], condition: str = "class_labels") -> list[CalibInput]:
     """Call `run()` (a sampler using `unet`) and record what the denoiser is fed at every call: one
-    (sample, timestep, condition) each, the condition being the keyword argument named `condition`."""
+    (sample, timestep, condition) each, the condition being the keyword argument named `condition`
+    (engine.diffusion.conditions: a dict where the UNet also takes added conditions)."""
     seen: list[CalibInput] = []
+
+    from engine.diffusion import conditions
 
     def hook(module, args, kwargs):
         sample = args[0] if args else kwargs["sample"]
         t = args[1] if len(args) > 1 else kwargs["timestep"]
-        y = kwargs.get(condition)
-        seen.append((sample.detach().clone(), torch.as_tensor(t).detach().clone(),
-                     None if y is None else y.detach().clone()))
+        y = conditions.from_unet_kwargs(kwargs, condition)  # with SDXL's added conditions, a dict
+        seen.append((sample.detach().clone(), torch.as_tensor(t).detach().clone(), conditions.detach_clone(y)))
 
     handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
     try:

@@ -46,8 +46,7 @@ def run_diffusion_sweep(spec: SweepSpec, store: Any, progress: Progress, *, forc
     for s in specs:
         _check_recipe(s.recipe, device)
     if not source.bundled and spec.runtime == "tensorrt" and spec.workload is not None:
-        raise SpecError("TensorRT timing of a diffusion denoiser runs the bundled model only so far; time this "
-                        "pipeline with the PyTorch runtime (--backend torch), or leave out the speed stage.")
+        _check_exportable(source)  # a UNet whose inputs the ONNX export cannot build: refused before any work
     unmeasurable = _check_runtime(spec, specs, device)  # TensorRT chosen but unable to run here: refused now
     todo = results_to_compute(specs, store, spec.workload is not None, force, progress)
     if not todo:
@@ -278,14 +277,16 @@ def _deploy(ctx: _Context, recipe: Recipe, calibrated) -> tuple[Any, str | None]
     if getattr(ctx, "runtime", "torch") == "tensorrt":
         return _deploy_tensorrt(ctx, recipe, calibrated)
     prec = registry.precision(recipe.precision)
+    on_gpu = _on_gpu(ctx.device)
     if prec.is_baseline:
-        return ctx.model.unet, None
-    if not ctx.device.startswith("cpu"):
-        return None, f"No {prec.label} kernels for the diffusion denoiser on {ctx.device} yet (CPU INT8 only)."
+        return (_half_baseline(ctx) if on_gpu else ctx.model.unet), None
     if recipe.precision == "fp8":
-        return None, "no FP8 kernels on CPU"
+        return _deploy_fp8(ctx, calibrated) if on_gpu else (None, "no FP8 kernels on CPU")
     if recipe.precision != "int8_sq":
-        return None, f"No real {prec.label} kernels for the diffusion denoiser on the CPU."
+        return None, f"No real {prec.label} kernels for the diffusion denoiser in PyTorch."
+    if on_gpu:
+        return None, ("PyTorch has no INT8 convolution kernel on CUDA, so INT8 is not timed with the PyTorch runtime; "
+                      "time it with TensorRT (--backend tensorrt).")
     from engine.diffusion.kernels import check_deployed, deploy_int8
 
     try:
@@ -297,6 +298,37 @@ def _deploy(ctx: _Context, recipe: Recipe, calibrated) -> tuple[Any, str | None]
     deployed.kernel_info = {**counts, "relative_output_diff_vs_calibrated": diff,
                             "kernels": "onednn::qconv2d_pointwise (Conv2d), quantized::linear_with_input_q_dq_"
                                        "qweight_dq_output_fp32 via fbgemm (Linear); other layers float32"}
+    return deployed, None
+
+
+def _on_gpu(device: str) -> bool:
+    return device.startswith("cuda")
+
+
+def _half_baseline(ctx: _Context):
+    """The GPU baseline: the unquantized denoiser in bf16 (as diffusion models are run on GPUs)."""
+    from engine.diffusion.fp8_deploy import half_denoiser
+
+    half = half_denoiser(ctx.model.unet)
+    half.kernel_info = {"kernels": "bf16 PyTorch (baseline)"}
+    return half
+
+
+def _deploy_fp8(ctx: _Context, calibrated) -> tuple[Any, str | None]:
+    """The bf16 denoiser with the recipe's FP8 linear layers on torch._scaled_mm (engine/diffusion/fp8_deploy.py)."""
+    from engine.diffusion.fp8_deploy import check_deployed, deploy_fp8
+
+    try:
+        deployed, counts, left_out = deploy_fp8(ctx.model.unet, calibrated, ctx.device)
+        diffs = check_deployed(deployed, calibrated, ctx.model.unet, left_out,
+                               ctx.calib[:: max(1, len(ctx.calib) // 4)][:4], ctx.model.call)
+    except UnsupportedOnDevice as exc:
+        return None, str(exc)
+    deployed.kernel_info = {
+        **counts, **diffs,
+        "kernels": "torch._scaled_mm FP8 E4M3 per-tensor (Linear); LayerNorm inputs FP8 quantize-dequantize; "
+                   "convolutions and attention bf16 (PyTorch has no FP8 kernel for them)",
+        "covers": "the speedup is of the FP8 linear layers only; the quality columns are the whole recipe's"}
     return deployed, None
 
 
@@ -317,19 +349,27 @@ def _timed_runs(ctx: _Context, models: list, batch: int, on_run: Callable[[], No
     (warm-up ones too), for progress."""
     import torch
 
+    from engine.diffusion.conditions import move
+
     gen, model = ctx.gen, ctx.model
-    x0, cond = model.timing_inputs(batch, gen)
+    x0, cond = (move(v, ctx.device) for v in model.timing_inputs(batch, gen))
     t_mid = torch.tensor(model.num_train_timesteps // 2)
+    # a GPU runs asynchronously: time from an idle device to a finished one
+    sync = torch.cuda.synchronize if ctx.device.startswith("cuda") else (lambda: None)
 
     def step_ms(unet) -> float:
+        sync()
         t0 = time.perf_counter()
         for _ in range(STEP_CALLS):
             model.call(unet, x0, t_mid, cond)
+        sync()
         return (time.perf_counter() - t0) / STEP_CALLS * 1e3
 
     def end_to_end_ms(unet) -> float:
+        sync()
         t0 = time.perf_counter()
         model.denoise_loop(unet, x0, cond, gen)
+        sync()
         return (time.perf_counter() - t0) * 1e3
 
     def run_rounds(rounds: int, first: bool, done: int) -> list[list[dict[str, float]]]:
@@ -397,7 +437,7 @@ def _speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -
                             "kernels": getattr(deployed, "kernel_info", {"kernels": "float32 PyTorch (baseline)"})}))
     elapsed = time.perf_counter() - t0
     base = per_entry[0] if registry.precision(entries[0][0].recipe.precision).is_baseline else None
-    for (exp, result, _), speed in zip(entries, per_entry):
+    for (exp, result, deployed), speed in zip(entries, per_entry):
         refused: dict[str, str] = {}
         for k, m in enumerate(speed):
             bs = m.batch_size
@@ -420,12 +460,28 @@ def _speed_stage(ctx: _Context, entries: list, store: Any, progress: Progress) -
                        f"({ctx.gen.steps} {ctx.model.describe(ctx.gen)['sampler']} steps; no text encoding or VAE), {WARMUP} warm-up runs, baseline and recipes alternating run by run, "
                        f"medians of {REPEATS}-{MAX_REPEATS} runs; speedup refused when a side varies by over 10%"),
             "measurements": [m.to_dict() for m in speed]}
+        scope = getattr(deployed, "kernel_info", {}).get("covers")
+        if scope:  # a partial deployment (FP8 on a GPU: linear layers only) says what its speedup is of
+            result.provenance["speed"]["scope"] = scope
         result.timings["benchmark_s"] = elapsed / len(entries)
         store.save_result(result)
     progress(1.0, "speed measured")
 
 
 # --- TensorRT (engine/runtimes/tensorrt): the denoiser exported to ONNX, built and timed by trtexec ---
+
+def _check_exportable(source) -> None:
+    """SpecError when the TensorRT path cannot export this pipeline's UNet (from its config file alone)."""
+    import json
+    from types import SimpleNamespace
+
+    from engine.runtimes.tensorrt.onnx_export import unsupported
+
+    config = json.loads((source.layout.unet_dir / "config.json").read_text())
+    why = unsupported(SimpleNamespace(**{k: v for k, v in config.items() if not k.startswith("_")}))
+    if why:
+        raise SpecError(why)
+
 
 def _check_runtime(spec: SweepSpec, specs: list[ExperimentSpec], device: str) -> dict[Recipe, str]:
     """With TensorRT chosen and a workload: refuse before any work when it cannot run here at all;
@@ -477,7 +533,10 @@ def _tensorrt_speed_stage(ctx: _Context, entries: list, store: Any, progress: Pr
     side = int(ctx.model.unet.config.sample_size)
     workload = Workload(side, ctx.gen.steps, tuple(entries[0][0].workload.batch_sizes))
     t0 = time.perf_counter()
-    runtime = TensorRTRuntime(device=ctx.device)
+    # a text-to-image UNet is exported for the prompt length its pipeline pads to (CLIP: 77 tokens)
+    prompts = getattr(ctx.model, "conditioning", None) == "prompts"
+    tokens = getattr(getattr(ctx.model, "tokenizer", None), "model_max_length", None) if prompts else None
+    runtime = TensorRTRuntime(device=ctx.device, text_tokens=tokens)
     per_entry = runtime.compare([(deployed, exp.recipe) for exp, _, deployed in entries], workload, progress)
     elapsed = time.perf_counter() - t0
     base = per_entry[0] if registry.precision(entries[0][0].recipe.precision).is_baseline else None

@@ -203,3 +203,12 @@ def test_accuracy_bars_on_the_task_axis_carry_the_standard_error():
     assert bars.error_y.array[1] == pytest.approx(100 * np.hypot(0.06, 0.06))
     ppl = plots.accuracy_figure(plots.chart_frame(frame)).data[0]
     assert ppl.error_y.array is None and "standard error" not in ppl.hovertemplate
+
+
+def test_speedup_scopes_name_the_results_whose_speedup_covers_part_of_the_recipe():
+    from engine.store.entities import Result
+
+    whole, partial = make_record("gpu", "bf16"), make_record("gpu", "fp8", 1)
+    partial["provenance"]["speed"]["scope"] = "the speedup is of the FP8 linear layers only"
+    results = [Result.from_dict(r) for r in (whole, partial)]
+    assert plots.speedup_scopes(results) == {"the speedup is of the FP8 linear layers only": [partial["id"]]}

@@ -89,29 +89,38 @@ def test_bad_input_leaves_the_store_as_it_was(folders, tmp_path, changes, match)
     assert not (Path(os.environ["TLAB_HOME"]) / "images").exists()
 
 
-def test_tensorrt_timing_of_a_local_pipeline_is_refused_before_work(folders, tmp_path):
+@pytest.mark.parametrize("kind", ["labels", "prompts"])
+def test_tensorrt_timing_of_a_local_pipeline_without_tensorrt_is_refused_before_work(folders, tmp_path, kind):
+    """Local pipelines take the TensorRT path too (tests/unit/test_tensorrt_runtime.py drives it with
+    captured trtexec output); on a machine without TensorRT the sweep is refused before any work."""
+    from engine.errors import UnsupportedOnDevice
     from engine.spec import Workload
 
     store = open_store(f"sqlite:///{tmp_path / 'refused.db'}")
-    spec = SweepSpec(model=ModelRef(str(folders["labels"])), recipes=(Recipe("int8_sq"),), kind="diffusion",
-                     generation=GenerationSpec(labels=(0,)), runtime="tensorrt", workload=Workload(16, 4, (1,)))
-    with pytest.raises(SpecError, match="bundled model only so far"):
+    gen = GenerationSpec(labels=(0,)) if kind == "labels" else GenerationSpec(labels=(), prompts=("a cat",))
+    spec = SweepSpec(model=ModelRef(str(folders[kind])), recipes=(Recipe("int8_sq"),), kind="diffusion",
+                     generation=gen, runtime="tensorrt", workload=Workload(16, 4, (1,)))
+    with pytest.raises(UnsupportedOnDevice, match="TensorRT"):
         pipeline.run_sweep(spec, store)
     assert store.list_results() == []
 
 
-def test_local_class_conditional_unet_deploys_on_real_int8_kernels(folders):
+@pytest.mark.parametrize("kind", ["labels", "prompts"])
+def test_local_unet_deploys_on_real_int8_kernels(folders, kind):
     """The speed stage's first half for a local pipeline: modelopt's INT8 SmoothQuant UNet, put on oneDNN /
     fbgemm INT8 kernels, checked against the calibrated model on calibration inputs (timing itself is the
-    bundled sweep's test)."""
+    bundled sweep's test). A text-to-image UNet's LayerNorms, whose inputs modelopt quantizes too, are
+    quantized and dequantized (engine/diffusion/qdq.py)."""
     from engine.diffusion import pipelines, sweep
     from engine.diffusion.kernels import int8_unavailable
     from engine.diffusion.quantize import quantize
 
     if int8_unavailable():
         pytest.skip(int8_unavailable())
-    gen = GenerationSpec(labels=(0, 1), images_per_condition=1, steps=2, calib_images=2)
-    model = pipelines.load(pipelines.check_source(ModelRef(str(folders["labels"])), gen), "cpu")
+    gen = (GenerationSpec(labels=(0, 1), images_per_condition=1, steps=2, calib_images=2) if kind == "labels" else
+           GenerationSpec(labels=(), prompts=("a red square", "a blue circle"), images_per_condition=1, steps=2,
+                          calib_images=2))
+    model = pipelines.load(pipelines.check_source(ModelRef(str(folders[kind])), gen), "cpu")
     ctx = sweep._Context(model, gen, "cpu", {})
     ctx.runtime, ctx.calib = "torch", model.calibration_inputs(gen)
     calibrated = quantize(model.unet, "int8_sq", ctx.calib, call=model.call)
@@ -119,6 +128,36 @@ def test_local_class_conditional_unet_deploys_on_real_int8_kernels(folders):
     assert why is None, why
     info = deployed.kernel_info
     assert info["conv_int8"] > 0 and info["relative_output_diff_vs_calibrated"] < 0.05
+    assert (info["layernorm_qdq"] > 0) == (kind == "prompts")
     x0, cond = model.timing_inputs(2, gen)
-    assert model.denoise_loop(deployed, x0, cond, gen).shape == (2, 1, 16, 16)
+    assert model.denoise_loop(deployed, x0, cond, gen).shape == x0.shape
     assert sweep._deploy(ctx, Recipe("fp8"), calibrated) == (None, "no FP8 kernels on CPU")
+
+
+def test_on_a_gpu_fp8_runs_scaled_mm_and_int8_is_refused(folders, monkeypatch):
+    """The speed stage's deployment on an NVIDIA GPU, run here with the device check answered as a
+    GPU with FP8 would (torch._scaled_mm also computes on the CPU): a bf16 baseline, FP8 linear layers
+    on torch._scaled_mm with the LayerNorm inputs quantize-dequantized, and INT8 refused with the reason.
+    tests/gpu/test_diffusion_cuda.py runs it on a real GPU."""
+    from engine.diffusion import fp8_deploy, pipelines, sweep
+    from engine.diffusion.quantize import quantize
+
+    monkeypatch.setattr(sweep, "_on_gpu", lambda device: True)
+    monkeypatch.setattr(fp8_deploy, "fp8_unavailable", lambda device: None)
+    gen = GenerationSpec(labels=(), prompts=("a red square", "a blue circle"), images_per_condition=1, steps=2,
+                         calib_images=2)
+    model = pipelines.load(pipelines.check_source(ModelRef(str(folders["prompts"])), gen), "cpu")
+    ctx = sweep._Context(model, gen, "cpu", {})
+    ctx.runtime, ctx.calib = "torch", model.calibration_inputs(gen)
+    base, why = sweep._deploy(ctx, Recipe(), None)
+    assert why is None and base.kernel_info == {"kernels": "bf16 PyTorch (baseline)"}
+    fp8, why = sweep._deploy(ctx, Recipe("fp8"), quantize(model.unet, "fp8", ctx.calib, call=model.call))
+    assert why is None, why
+    info = fp8.kernel_info
+    assert info["linear_fp8"] > 0 and info["layernorm_qdq"] > 0 and info["conv_16bit"] > 0
+    assert info["covers"].startswith("the speedup is of the FP8 linear layers only")
+    x0, cond = model.timing_inputs(2, gen)
+    for m in (base, fp8):  # the samplers feed float32; the 16-bit models take it
+        assert model.denoise_loop(m, x0, cond, gen).shape == x0.shape
+    int8 = quantize(model.unet, "int8_sq", ctx.calib, call=model.call)
+    assert "no INT8 convolution kernel on CUDA" in sweep._deploy(ctx, Recipe("int8_sq"), int8)[1]

@@ -114,3 +114,37 @@ def test_the_diffusion_sweep_records_tensorrt_speed(runtime, unet, monkeypatch):
     assert "GPU Compute Time" in speed["method"]
     m = speed["measurements"][0]
     assert m["precision"] == "int8_sq" and "--int8 --fp16" in m["provenance"]["command"]
+
+
+def test_the_sweep_exports_a_text_to_image_unet_for_its_tokenizers_prompt_length(runtime, monkeypatch):
+    """A text-to-image model (conditioning "prompts"): the TensorRT stage exports its UNet with
+    encoder_hidden_states of the tokenizer's model_max_length tokens, and the engines are built for it."""
+    from types import SimpleNamespace
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from engine.diffusion import sweep
+    from engine.runtimes.tensorrt import availability as avail
+    from engine.spec import GenerationSpec, ModelRef, SweepSpec
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+                                block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=12,
+                                attention_head_dim=4, norm_num_groups=4).eval()
+    monkeypatch.setattr(avail, "probe_gpu", lambda: dict(GPU))
+    monkeypatch.setenv("FAKE_TRTEXEC_LOG", "fcn_resnet101_fp32_trt10.9_rtx3070.log")
+    monkeypatch.setenv("TLAB_HOME", str(runtime.work_dir.parent / "home"))
+    spec = SweepSpec(model=ModelRef("bundled-diffusion"), recipes=(Recipe("int8_sq"),), kind="diffusion",
+                     runtime="tensorrt", workload=Workload(8, 4, (2,)), device="cuda",
+                     generation=GenerationSpec(labels=(1,), steps=4))
+    exp = spec.experiments()[0]  # the baseline
+    result = SimpleNamespace(metrics={}, units={}, provenance={}, timings={})
+    model = SimpleNamespace(unet=unet, conditioning="prompts", tokenizer=SimpleNamespace(model_max_length=7))
+    ctx = SimpleNamespace(model=model, gen=spec.generation, device="cuda")
+    sweep._tensorrt_speed_stage(ctx, [(exp, result, unet)], SimpleNamespace(save_result=lambda r: None),
+                                lambda f, s: None)
+    m = result.provenance["speed"]["measurements"][0]
+    assert "--shapes=sample:2x4x8x8,timestep:1,encoder_hidden_states:2x7x12" in m["provenance"]["command"]
+    assert m["provenance"]["workload"]["onnx_dtype"] == "float32"

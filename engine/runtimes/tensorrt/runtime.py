@@ -22,7 +22,7 @@ from engine.runtimes.base import Availability, Capabilities, Measurement, Progre
 from engine.runtimes.tensorrt import availability as avail
 from engine.runtimes.tensorrt import commands
 from engine.runtimes.tensorrt.failures import TrtexecRunError, classify_failure
-from engine.runtimes.tensorrt.onnx_export import DenoiserOnnx, export_denoiser
+from engine.runtimes.tensorrt.onnx_export import TEXT_TOKENS, DenoiserOnnx, export_denoiser
 from engine.runtimes.tensorrt.report import TrtexecReport, parse_trtexec, to_measurement
 from engine.runtimes.tool_run import run_tool, so_far
 from engine.system import device_summary, versions
@@ -37,10 +37,12 @@ class TensorRTRuntime(Runtime):
     capabilities = Capabilities(device_kinds=("cuda",), interleaved=True, in_process=False)
 
     def __init__(self, device: str = "auto", settings: commands.TimingSettings | None = None,
-                 work_dir: str | Path | None = None):
+                 work_dir: str | Path | None = None, text_tokens: int | None = None):
         self.device_request = device
         self.settings = settings or commands.TimingSettings()
         self.work_dir = Path(work_dir) if work_dir else None
+        # a text-conditioned UNet's prompt length: the pipeline tokenizer's model_max_length (CLIP: 77)
+        self.text_tokens = TEXT_TOKENS if text_tokens is None else text_tokens
         self._gpu: dict[str, Any] | None = None
         self._probed = False
 
@@ -92,7 +94,8 @@ class TensorRTRuntime(Runtime):
         out = []
         for i, (model, recipe) in enumerate(entries):
             progress(i / max(1, len(entries)) * 0.2, f"exporting {recipe.label} to ONNX")
-            out.append(export_denoiser(model, self._folder() / f"{recipe.precision}.onnx"))
+            out.append(export_denoiser(model, self._folder() / f"{recipe.precision}.onnx",
+                                       text_tokens=self.text_tokens))
         return out
 
     def compare(self, entries: Sequence[tuple[Any, Any]], workload: Any,
@@ -150,7 +153,8 @@ class TensorRTRuntime(Runtime):
                     output_len=workload.output_len, device=device, versions=_versions(),
                     command=commands.shell_line(builds[j]) + "\n" + commands.shell_line(timed[j]),
                     workload={"batch_size": batch, "shapes": {k: list(v) for k, v in shapes[j].items()},
-                              "onnx": str(onnx.path), "qdq_nodes": onnx.qdq, "engine": str(engines[j]),
+                              "onnx": str(onnx.path), "onnx_dtype": onnx.dtype, "qdq_nodes": onnx.qdq,
+                              "engine": str(engines[j]),
                               **({"onnx_note": onnx.note} if onnx.note else {}),
                               "timing_s": round(elapsed, 1)}))
         progress(1.0, "TensorRT timing done")

@@ -106,7 +106,7 @@ def _handler_check(prec, device_kind: str) -> Availability:
     if handler is None:
         return Availability(False, f"The PyTorch runtime has no {prec.label} handler" + ESTIMATE_HINT)
     why = handler.check(device_kind)
-    return Availability(False, why + ESTIMATE_HINT) if why else Availability(True)
+    return Availability(False, why.rstrip(".") + ESTIMATE_HINT) if why else Availability(True)
 
 
 class TorchRuntime(Runtime):
