@@ -101,7 +101,7 @@ def deploy_fp8(baseline: nn.Module, calibrated: nn.Module, device: str,
             raise UnsupportedOnDevice(f"'{name}' quantizes its output; the FP8 kernels do not.")
         if not isinstance(wq, TensorQuantizer):  # input-only: a LayerNorm
             if iq.is_enabled:
-                deployed.set_submodule(name, qdq_layernorm(module, name, "fp8").to(device))
+                deployed.set_submodule(name, qdq_layernorm(module, name, "fp8").to(device=device, dtype=DTYPE))
                 deployed_quantizers.add(f"{name}.input_quantizer")
                 counts["layernorm_qdq"] += 1
             continue

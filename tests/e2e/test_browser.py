@@ -14,6 +14,7 @@ import re
 
 import pytest
 
+from engine.runtimes.torch.kernels import int8_probe_exact
 from tests.e2e.conftest import SHOTS, requires_chromium
 from tests.e2e.conftest import shot as _shot
 from tests.e2e.conftest import wait_for_jobs
@@ -50,9 +51,14 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     # trade-off chart with measured speedups and its frontier. Where the host stays too noisy even so
     # (hypervisor steal reached 60% on the CI machine), the speedup is refused and the page must say
     # why, with the speed itself still measured: never an invented speedup, never a missing measurement.
+    # A CPU without AVX512-VNNI computes INT8 wrongly, so INT8 is not timed there and the page says why.
+    int8_why = int8_probe_exact()
     points = page.locator(".js-plotly-plot .scatterlayer .trace .points path")
     body = page.inner_text("body")
-    measured = points.count() >= 3  # the baseline and the two recipes with CPU kernels (INT8 SQ, INT4 AWQ)
+    if int8_why:
+        assert "AVX512-VNNI" in body, body[-1500:]
+    # the baseline and the recipes with CPU kernels (INT8 SQ where exact, INT4 AWQ)
+    measured = points.count() >= (2 if int8_why else 3)
     if measured:
         assert "Pareto frontier" in chart.inner_text()
     else:
@@ -66,7 +72,8 @@ def test_demo_sweep_from_first_screen_to_pareto_chart_and_csv(app_url, page):
     assert len(rows) >= 3 and {"precision", "ppl_increase_pct", "provenance"} <= set(rows[0])
     assert "bf16" in {r["precision"] for r in rows}
     timed = {r["precision"]: r for r in rows if r.get("speed_provenance") == "measured"}
-    assert {"bf16", "int8_sq", "int4_awq"} <= set(timed) and all(float(r["decode_tokens_per_sec_bs1"]) > 0 for r in timed.values())
+    assert {"bf16", "int4_awq"} | (set() if int8_why else {"int8_sq"}) <= set(timed)
+    assert all(float(r["decode_tokens_per_sec_bs1"]) > 0 for r in timed.values())
     if measured:
         assert any(r.get("speedup") and float(r["speedup"]) > 0 for r in rows)
 
