@@ -73,6 +73,8 @@ def add_sweep_parser(sub) -> None:
     g.add_argument("--steps", type=int, default=20, help="denoising steps")
     g.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: none)")
     g.add_argument("--resolution", type=int, default=None, help="image size (default: the model's own)")
+    g.add_argument("--scheduler", default="ddim", choices=("ddim", "ddpm", "euler", "default"),
+                   help="sampler: ddim (default), ddpm, euler, or default (the pipeline's own scheduler)")
     g.add_argument("--calib-images", type=int, default=32, help="images whose denoising steps calibrate")
     p.add_argument("--spec", default=None, metavar="FILE",
                    help="run the sweep saved in this JSON file (from --print-spec) instead of the flags above")
@@ -144,7 +146,7 @@ def _generation_from_args(args):
     return GenerationSpec(labels=() if prompts and args.labels is None else labels, prompts=prompts,
                           images_per_condition=args.images_per_condition, steps=args.steps,
                           guidance_scale=args.guidance_scale, resolution=args.resolution,
-                          calib_images=args.calib_images, seed=args.seed)
+                          scheduler=args.scheduler, calib_images=args.calib_images, seed=args.seed)
 
 
 def _read_text(path: str, what: str, limit: int = 1 << 20) -> str:

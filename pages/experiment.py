@@ -31,8 +31,10 @@ LM_KEYS = ["sweep_kind", "model_kind", "hf_id", "hf_revision", "hf_trust", "mode
            "exp_name", "confirm_long_run"]
 DIFFUSION_KEYS = ["sweep_kind", "diff_model", "diff_folder", "diff_labels", "diff_class_labels", "diff_prompts",
                   "diff_images", "diff_steps", "diff_calib", "diff_guided", "diff_guidance", "diff_measure_speed",
+                  "diff_scheduler", "diff_resolution",
                   "diff_batch_sizes", "exp_name"]
 DIFFUSION_MODELS = {"bundled": "Bundled digits model (offline)", "folder": "Local pipeline folder"}
+SCHEDULERS = {"default": "The pipeline's own", "ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler"}
 
 
 def _run_clicked(jobs: list[tuple[dict, str]], rendered: dict) -> None:
@@ -112,6 +114,27 @@ def _conditions(layout, problems: list[str]) -> tuple[tuple, tuple]:
         return (), ()
 
 
+def _sampler_and_size(layout, side: int, problems: list[str]) -> tuple[str, int | None]:
+    """(scheduler, resolution or None for the model's own) for the chosen model: the bundled model draws
+    16x16 digits with DDIM; a pipeline's sampler and image side can be chosen."""
+    c1, c2 = st.columns(2)
+    if layout is None:
+        c1.caption(f"Sampler: DDIM (the bundled model's own); {side}x{side} images (its classifier reads that size).")
+        return "ddim", None
+    labels = {**SCHEDULERS, "default": f"{SCHEDULERS['default']} ({local.scheduler_class(layout) or 'as saved'})"}
+    scheduler = c1.selectbox("Scheduler", list(labels), key="diff_scheduler", format_func=labels.get,
+                             help="The sampler every recipe and the baseline use, from the same seeds.")
+    factor = local.size_factor(layout)
+    resolution = number_field(c2, "Resolution (pixels per side)", "diff_resolution", side, factor, 4096, problems,
+                              step=factor, help=f"A multiple of {factor} (the VAE's and the UNet's downsampling); "
+                                                f"the pipeline's own is {side}.")
+    if resolution is not None and resolution % factor:
+        problems.append(f"The resolution must be a multiple of {factor} (the VAE's and the UNet's downsampling); "
+                        f"{resolution} is not. Try {max(factor, resolution // factor * factor)}.")
+        return scheduler, None
+    return scheduler, (None if resolution == side else resolution)
+
+
 def _diffusion_form() -> None:
     """The diffusion model's sweep: the bundled digits model or a local pipeline, its precisions, what it
     generates, the speed."""
@@ -162,11 +185,13 @@ def _diffusion_form() -> None:
                          help="Each step also runs the unconditional model and pushes away from it.")
     guidance = number_field(c2, "Guidance scale", "diff_guidance", 2.0, 1.0, 100.0, problems, step=0.5) \
         if guided else None
+    scheduler, resolution = _sampler_and_size(layout, side, problems) if ready else ("ddim", None)
     generation = None
     if ready and None not in (per_label, steps, calib) and (guidance is not None or not guided):
         try:
             generation = GenerationSpec(labels=labels, prompts=prompts, images_per_condition=per_label,
-                                        steps=steps, guidance_scale=guidance, calib_images=calib)
+                                        steps=steps, guidance_scale=guidance, calib_images=calib,
+                                        scheduler=scheduler, resolution=resolution)
             if layout is not None:  # labels for a class-conditional pipeline, prompts for a text-to-image one
                 local.check_conditioning(layout.conditioning, generation)
         except TlabError as e:
@@ -195,7 +220,7 @@ def _diffusion_form() -> None:
     if not problems and generation is not None:
         try:
             jobs = sweeps.diffusion_sweep_jobs(name.strip(), precisions, generation, batch if measure else None,
-                                               model, side)
+                                               model, resolution or side)
         except TlabError as e:  # the SweepSpec's own checks
             problems.append(str(e))
     if precisions:

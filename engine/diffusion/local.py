@@ -244,12 +244,27 @@ def check_conditioning(layout_conditioning: str, gen) -> None:
                         "(--labels 0,1,2) instead.")
 
 
+def _vae_factor(layout: PipelineLayout) -> int:
+    vae = layout.folder / "vae" / "config.json"
+    return 2 ** (len(_config(vae).get("block_out_channels", [0])) - 1) \
+        if layout.is_pipeline and "vae" in layout.components and vae.is_file() else 1
+
+
 def image_side(layout: PipelineLayout) -> int:
     """The side of the images the pipeline draws by default, from its configs alone: the UNet's
     sample size times the VAE's downsampling (1 without a VAE)."""
-    unet = json.loads((layout.unet_dir / "config.json").read_text())
-    vae = layout.folder / "vae" / "config.json"
-    factor = 2 ** (len(json.loads(vae.read_text()).get("block_out_channels", [0])) - 1) \
-        if layout.is_pipeline and "vae" in layout.components and vae.is_file() else 1
-    size = unet.get("sample_size", 0)
-    return int(size[0] if isinstance(size, (list, tuple)) else size) * factor
+    size = _config(layout.unet_dir / "config.json").get("sample_size", 0)
+    return int(size[0] if isinstance(size, (list, tuple)) else size) * _vae_factor(layout)
+
+
+def size_factor(layout: PipelineLayout) -> int:
+    """What an image side must be a multiple of: the VAE's downsampling times the UNet's."""
+    blocks = _config(layout.unet_dir / "config.json").get("down_block_types") or [None]
+    return _vae_factor(layout) * 2 ** (len(blocks) - 1)
+
+
+def scheduler_class(layout: PipelineLayout) -> str | None:
+    """The class name of the pipeline's own scheduler, from its config file."""
+    config = (layout.scheduler_dir or layout.folder / "scheduler") / "scheduler_config.json"
+    name = _config(config).get("_class_name") if config.is_file() else None
+    return name if isinstance(name, str) else None

@@ -85,3 +85,29 @@ def test_a_pickle_only_folder_is_refused_on_the_page(app_home, built):
     at = _folder_form(open_page("experiment", timeout=180), folder)
     assert any("pickle" in w.value for w in at.warning)
     assert at.button(key="run_diffusion_sweep").disabled
+
+
+def test_scheduler_and_resolution_reach_the_job_and_a_bad_side_is_refused(app_home, built):
+    from engine.paths import tlab_home
+
+    folder = shutil.copytree(built["prompts"], tlab_home() / "pipelines" / "t2i-settings")
+    at = _folder_form(open_page("experiment", timeout=180), folder)
+    assert at.selectbox(key="diff_scheduler").value == "default"  # the pipeline's own, named
+    assert "DDIMScheduler" in at.selectbox(key="diff_scheduler").format_func("default")
+    assert at.number_input(key="diff_resolution").value == 32
+    at.number_input(key="diff_resolution").set_value(36).run()
+    assert any("multiple of 8" in w.value for w in at.warning)
+    assert at.button(key="run_diffusion_sweep").disabled
+    at.number_input(key="diff_resolution").set_value(64).run()
+    at.selectbox(key="diff_scheduler").set_value("euler").run()
+    at.button(key="run_diffusion_sweep").click().run()
+    spec = SweepSpec.from_dict(app_home.list_jobs()[0]["payload"]["spec"])
+    assert (spec.generation.scheduler, spec.generation.resolution) == ("euler", 64)
+    assert spec.workload.input_len == 64  # the speed stage's image side
+
+
+def test_the_bundled_model_says_its_sampler_and_size(app_home):
+    at = open_page("experiment", timeout=180)
+    at.radio(key="sweep_kind").set_value("diffusion").run()
+    assert "diff_scheduler" not in {w.key for w in at.selectbox}
+    assert any("Sampler: DDIM" in c.value and "16x16" in c.value for c in at.caption)

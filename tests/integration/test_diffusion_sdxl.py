@@ -100,3 +100,16 @@ def test_other_added_conditions_are_refused(folder, tmp_path):
     (other / "unet" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="added conditions of type 'image'"):
         pipelines.check_source(ModelRef(str(other)), _gen())
+
+
+def test_the_cli_takes_the_scheduler_and_resolution(folder, capsys):
+    from engine.cli import main
+
+    assert main(["sweep", "--model", str(folder), "--prompts", "a cat|a dog", "--scheduler", "default",
+                 "--resolution", "64", "--precisions", "fp8", "--print-spec"]) == 0
+    generation = json.loads(capsys.readouterr().out)["generation"]
+    assert (generation["scheduler"], generation["resolution"], generation["prompts"]) == ("default", 64,
+                                                                                         ["a cat", "a dog"])
+    with pytest.raises(SystemExit):  # argparse: not one of the schedulers, with the choices listed
+        main(["sweep", "--model", str(folder), "--prompts", "a cat", "--scheduler", "karras", "--print-spec"])
+    assert "invalid choice: 'karras'" in capsys.readouterr().err
