@@ -135,6 +135,16 @@ def _sampler_and_size(layout, side: int, problems: list[str]) -> tuple[str, int 
     return scheduler, (None if resolution == side else resolution)
 
 
+def _diffusion_speed(precision: str, measure: bool) -> str:
+    """What the sweep will do about this recipe's speed on this machine (the speed stage's own answer)."""
+    from engine.diffusion.speed_support import why_not_timed
+
+    if not measure:
+        return "not asked"
+    why = why_not_timed(precision, "cuda" if state.device_report()[0] else "cpu")  # sweeps run on "auto"
+    return f"quality only: {why}" if why else "measured here on real kernels"
+
+
 def _diffusion_form() -> None:
     """The diffusion model's sweep: the bundled digits model or a local pipeline, its precisions, what it
     generates, the speed."""
@@ -224,11 +234,12 @@ def _diffusion_form() -> None:
         except TlabError as e:  # the SweepSpec's own checks
             problems.append(str(e))
     if precisions:
-        speed = "measured here where this machine has fast kernels" if measure else "not asked"
-        rows = [{"Recipe": "Unquantized baseline (always runs)", "Quality": "reference", "Speed": speed}]
+        rows = [{"Recipe": "Unquantized baseline (always runs)", "Quality": "reference",
+                 "Speed": "measured here" if measure else "not asked"}]
         quality = "task metric, PSNR, SSIM vs baseline" if which == "bundled" else \
             "PSNR, SSIM (images and latents) vs baseline"
-        rows += [{"Recipe": registry.precision(p).label, "Quality": quality, "Speed": speed} for p in precisions]
+        rows += [{"Recipe": registry.precision(p).label, "Quality": quality, "Speed": _diffusion_speed(p, measure)}
+                 for p in precisions]
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="diff_grid_preview")
         if generation is not None:
             count = len(generation.labels or generation.prompts) * generation.images_per_condition

@@ -276,17 +276,16 @@ def _deploy(ctx: _Context, recipe: Recipe, calibrated) -> tuple[Any, str | None]
     """(model on real kernels, None), or (None, why its speed is not measured here)."""
     if getattr(ctx, "runtime", "torch") == "tensorrt":
         return _deploy_tensorrt(ctx, recipe, calibrated)
-    prec = registry.precision(recipe.precision)
+    from engine.diffusion.speed_support import why_not_timed
+
     on_gpu = _on_gpu(ctx.device)
-    if prec.is_baseline:
+    if registry.precision(recipe.precision).is_baseline:
         return (_half_baseline(ctx) if on_gpu else ctx.model.unet), None
+    why = why_not_timed(recipe.precision, "cuda" if on_gpu else "cpu")  # deploy_fp8 then checks ctx.device itself
+    if why:
+        return None, why
     if recipe.precision == "fp8":
-        return _deploy_fp8(ctx, calibrated) if on_gpu else (None, "no FP8 kernels on CPU")
-    if recipe.precision != "int8_sq":
-        return None, f"No real {prec.label} kernels for the diffusion denoiser in PyTorch."
-    if on_gpu:
-        return None, ("PyTorch has no INT8 convolution kernel on CUDA, so INT8 is not timed with the PyTorch runtime; "
-                      "time it with TensorRT (--backend tensorrt).")
+        return _deploy_fp8(ctx, calibrated)
     from engine.diffusion.kernels import check_deployed, deploy_int8
 
     try:

@@ -11,6 +11,7 @@ import pytest
 
 from app.state import SWEEP_FN
 from engine.spec import SweepSpec
+from engine.diffusion.kernels import int8_unavailable
 from tests.app.conftest import open_page, plotly_figures, trace_values
 from tests.app.results_data import make_records
 
@@ -97,6 +98,9 @@ def test_experiment_page_queues_the_diffusion_sweep_it_shows(app_home):
     at.text_input(key="exp_name").set_value("digits-sweep").run()
     assert at.dataframe[0].value["Recipe"].tolist() == [
         "Unquantized baseline (always runs)", "INT8 SmoothQuant"]
+    int8_why = int8_unavailable()  # what the speed stage will do on this machine, said before the run
+    assert at.dataframe[0].value["Speed"].tolist()[1] == (f"quality only: {int8_why}" if int8_why
+                                                           else "measured here on real kernels")
     assert app_home.list_jobs() == []
     at.button(key="run_diffusion_sweep").click().run()
     assert not at.exception, at.exception

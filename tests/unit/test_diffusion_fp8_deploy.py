@@ -96,3 +96,14 @@ def test_the_gpu_baseline_is_the_same_denoiser_in_16_bits(t2i):
     with torch.no_grad():
         want, got = _call(unet, *calib[0]).sample, _call(half, *calib[0]).sample.float()
     assert float((got - want).norm() / want.norm()) < 0.05
+
+
+def test_why_not_timed_is_the_speed_stages_answer_per_device():
+    from engine.diffusion.kernels import int8_unavailable
+    from engine.diffusion.speed_support import INT8_ON_CUDA, why_not_timed
+
+    assert why_not_timed("bf16", "cpu") is None and why_not_timed("bf16", "cuda") is None
+    assert why_not_timed("fp8", "cpu") == "no FP8 kernels on CPU"
+    assert why_not_timed("int8_sq", "cpu") == int8_unavailable()  # None on a CPU with AVX512-VNNI
+    assert why_not_timed("int8_sq", "cuda:0") == INT8_ON_CUDA
+    assert "No real INT4 AWQ kernels" in why_not_timed("int4_awq", "cpu")
