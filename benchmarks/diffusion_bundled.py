@@ -52,10 +52,14 @@ def main(argv=None) -> int:
               f"PSNR {m.get('psnr_db', float('inf')):.1f} dB, SSIM {m['ssim']:.4f}")
     for p in ("bf16", "int8_sq"):
         m = by[p].metrics
-        print(f"{p}: denoiser step {m.get(f'step_latency_ms_bs{args.batch}', float('nan')):.2f} ms, "
-              f"end to end {m.get(f'latency_ms_bs{args.batch}', float('nan')):.1f} ms at batch {args.batch}")
-    dev = int8.provenance.get("speed", {}).get("device", {})
-    print(f"timed on {dev.get('name')}, {dev.get('threads')} thread(s)" + (f" ({dev['threads_note']})" if dev.get("threads_note") else ""))
+        if f"step_latency_ms_bs{args.batch}" not in m:
+            print(f"{p}: not timed ({by[p].provenance.get('speed_not_measured')})")
+            continue
+        print(f"{p}: denoiser step {m[f'step_latency_ms_bs{args.batch}']:.2f} ms, "
+              f"end to end {m[f'latency_ms_bs{args.batch}']:.1f} ms at batch {args.batch}")
+    dev = by["bf16"].provenance.get("speed", {}).get("device", {})
+    print(f"timed on {dev.get('name')} ({dev.get('isa')}), {dev.get('threads')} thread(s)"
+          + (f" ({dev['threads_note']})" if dev.get("threads_note") else ""))
     refused = int8.provenance.get("speed", {}).get("speedup_refused") or int8.provenance.get("speed_not_measured")
     print(f"INT8 denoiser step speedup at batch {args.batch} (real INT8 kernels): "
           + (f"{step:.2f}x" if step else f"not given ({refused})") + " (goal >= 1.3x)"
