@@ -28,7 +28,7 @@ tlab 420 sweep "${common[@]}" --recipes fp8,int4_awq,w4a8_awq,int8_sq --benchmar
 echo "sweep exit $?"
 # Diffusion: the bundled digits UNet on the GPU. bf16 baseline; FP8 with its linear layers on torch._scaled_mm
 # (convolutions and attention stay bf16, and the result says so); INT8 refused with the reason (no INT8
-# convolution on CUDA in PyTorch). 64 images, 20 steps, step latency at batch 8 and 64.
+# convolution on CUDA in PyTorch). 40 images, 20 steps, step latency at batch 8 and 64.
 tlab 180 sweep --model bundled-diffusion --precisions fp8,int8_sq --device cuda --images-per-condition 4 \
     --labels 0,1,2,3,4,5,6,7,8,9 --steps 20 --benchmark --batch-sizes 8,64 --experiment gpu-check-diffusion
 echo "diffusion sweep exit $?"
